@@ -1,0 +1,73 @@
+"""Image preprocessing shared by training, evaluation and inference.
+
+Training, evaluation and prediction all call `to_pixels` then `normalize`, with
+the `Preprocessing` a model stores in its metadata, so a crop is prepared the
+same way everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+__all__ = ["Preprocessing", "augmentation", "normalize", "to_pixels"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a model input.
+
+    Attributes:
+        input_size: side of the square input in pixels.
+        channels: 1 (grayscale) or 3 (RGB).
+        mean, std: per-channel normalisation of pixels scaled to [0, 1].
+    """
+
+    input_size: int = 48
+    channels: int = 1
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"mean and std need {self.channels} values, got {self.mean} and {self.std}")
+
+    def with_channels(self, channels: int) -> Preprocessing:
+        """The same preprocessing for another channel count (mean/std averaged or repeated)."""
+        if channels == self.channels:
+            return self
+        mean, std = float(np.mean(self.mean)), float(np.mean(self.std))
+        return Preprocessing(self.input_size, channels, (mean,) * channels, (std,) * channels)
+
+
+def to_pixels(image: Image.Image, prep: Preprocessing) -> torch.Tensor:
+    """Convert to the model's mode and size: a uint8 tensor of shape (C, H, W)."""
+    image = image.convert("L" if prep.channels == 1 else "RGB")
+    size = (prep.input_size, prep.input_size)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def normalize(pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """uint8 (..., C, H, W) -> normalised float32."""
+    mean = torch.tensor(prep.mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(prep.std, dtype=torch.float32).view(-1, 1, 1)
+    return (pixels.float() / 255.0 - mean) / std
+
+
+def augmentation() -> v2.Transform:
+    """Light training augmentation on uint8 tensors: mirror, small rotation, shift and zoom."""
+    return v2.Compose([
+        v2.RandomHorizontalFlip(),
+        v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)),
+    ])
