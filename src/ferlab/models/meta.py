@@ -1,0 +1,60 @@
+"""What a trained model carries beside its weights: architecture, classes and preprocessing."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ferlab.data.labels import canonical_label
+from ferlab.data.transforms import Preprocessing
+from ferlab.errors import FerlabError
+
+__all__ = ["ModelMeta"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Everything needed to rebuild a model and feed it, stored as JSON next to its weights.
+
+    Attributes:
+        architecture: registered model name.
+        classes: output classes, in output order.
+        preprocessing: how an image becomes its input.
+        model_kwargs: extra builder arguments (e.g. dropout).
+    """
+
+    architecture: str
+    classes: tuple[str, ...]
+    preprocessing: Preprocessing
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["classes"] = list(self.classes)
+        data["preprocessing"] = {k: list(v) if isinstance(v, tuple) else v for k, v in data["preprocessing"].items()}
+        return {"format_version": FORMAT_VERSION, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str) -> ModelMeta:
+        """Raises: FerlabError naming `source` and the field that is missing or wrong."""
+        try:
+            if data.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"format_version {data.get('format_version')!r} is not {FORMAT_VERSION}")
+            prep = data["preprocessing"]
+            return cls(
+                architecture=str(data["architecture"]),
+                classes=tuple(canonical_label(c) for c in data["classes"]),
+                preprocessing=Preprocessing(
+                    input_size=int(prep["input_size"]),
+                    channels=int(prep["channels"]),
+                    mean=tuple(float(v) for v in prep["mean"]),
+                    std=tuple(float(v) for v in prep["std"]),
+                ),
+                model_kwargs=dict(data.get("model_kwargs", {})),
+            )
+        except KeyError as err:
+            raise FerlabError(f"{source}: missing field {err}") from None
+        except (TypeError, ValueError, FerlabError) as err:
+            raise FerlabError(f"{source}: {err}") from None
