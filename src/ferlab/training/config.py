@@ -1,0 +1,122 @@
+"""Typed training configs: dataclasses, loaded from YAML, overridden by ``key=value``.
+
+One mechanism serves the CLI, YAML files and Python: OmegaConf merges the
+dataclass defaults, a YAML file and dotted overrides, and checks the types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ferlab.errors import FerlabError
+
+__all__ = ["DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "config_to_yaml", "load_config"]
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class DataConfig:
+    """Which data, which classes, and how it is fed.
+
+    `image_size` and `channels` default to the model's own (48, grayscale for the CNNs).
+    """
+
+    path: str = ""
+    classes: list[str] | None = None
+    image_size: int | None = None
+    channels: int | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    batch_size: int = 64
+    num_workers: int = 0
+    augment: bool = True
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cnn3_bn"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    epochs: int = 30
+    patience: int = 5
+    seed: int = 0
+    accelerator: str = "auto"
+    out: str = ""
+
+    def validate(self) -> None:
+        """Raises: FerlabError naming the first field with an impossible value."""
+        checks = [
+            (bool(self.data.path), "data.path", "is required"),
+            (bool(self.out), "out", "is required"),
+            (self.optim.name in OPTIMIZERS, "optim.name", f"must be one of {OPTIMIZERS}"),
+            (self.optim.lr > 0, "optim.lr", "must be positive"),
+            (self.epochs >= 1, "epochs", "must be at least 1"),
+            (self.data.batch_size >= 1, "data.batch_size", "must be at least 1"),
+            (self.data.channels in (None, 1, 3), "data.channels", "must be 1 or 3"),
+            (0 < self.data.val_fraction < 1, "data.val_fraction", "must lie between 0 and 1"),
+            (0 <= self.data.test_fraction < 1 - self.data.val_fraction, "data.test_fraction", "must lie in [0, 1 - val_fraction)"),
+        ]
+        for ok, name, rule in checks:
+            if not ok:
+                raise FerlabError(f"config field {name} {rule}")
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    values: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """Defaults, then the YAML file at `path`, then `values`, then ``key=value`` overrides.
+
+    Args:
+        path: a YAML file shaped like `TrainConfig`.
+        overrides: dotted ``key=value`` strings, e.g. ``optim.lr=3e-4``.
+        values: dotted keys with Python values, taken verbatim (CLI flags; a path
+            stays a string even when it looks like a number).
+
+    Raises:
+        FerlabError: unreadable YAML, an unknown key or a value of the wrong type.
+    """
+    try:
+        layers = [OmegaConf.structured(TrainConfig)]
+        if path is not None:
+            if not Path(path).is_file():
+                raise FerlabError(f"no such config file: {path}")
+            layers.append(OmegaConf.load(path))
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise FerlabError(f"overrides must look like key=value, got {bad}")
+        merged = OmegaConf.merge(*layers)
+        for key, value in (values or {}).items():
+            OmegaConf.update(merged, key, value, merge=False)
+        cfg = OmegaConf.to_object(OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides))))
+    except OmegaConfBaseException as err:
+        where = f" in {path}" if path else ""
+        raise FerlabError(f"bad config{where}: {str(err).splitlines()[0]} (field {getattr(err, 'full_key', '?')})") from None
+    assert isinstance(cfg, TrainConfig)
+    return cfg
+
+
+def config_to_yaml(cfg: TrainConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,133 @@
+"""`train(cfg)`: from a dataset path to a run folder holding the best model."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from ferlab._io import write_json, write_text
+from ferlab.data import ImageDataset, Preprocessing, augmentation, open_dataset, prepare_splits, select_classes
+from ferlab.errors import FerlabError
+from ferlab.models import ModelMeta, build_model, model_entry, save_model
+from ferlab.training.callbacks import EpochMetricsCSV
+from ferlab.training.config import TrainConfig, config_to_yaml
+from ferlab.training.module import Classifier
+
+__all__ = ["TrainResult", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a run went and how it ended."""
+
+    run_dir: Path
+    best_val_acc: float
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+
+
+def _resolve_preprocessing(cfg: TrainConfig) -> Preprocessing:
+    default = model_entry(cfg.model.name).preprocessing
+    prep = default.with_channels(cfg.data.channels or default.channels)
+    return dataclasses.replace(prep, input_size=cfg.data.image_size or default.input_size)
+
+
+def _prepare_run_dir(out: str) -> Path:
+    run_dir = Path(out).expanduser()
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise FerlabError(f"run folder {run_dir} already exists and is not empty; choose a new --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _best_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The wrapped model's weights from Lightning's best checkpoint (loaded without unpickling code)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train `cfg.model.name` on `cfg.data.path` and write the run folder `cfg.out`.
+
+    The run folder holds ``config.yaml`` (resolved), ``metrics.csv`` (one row per
+    epoch), ``model.safetensors`` + ``model.json`` (the best epoch by validation
+    accuracy) and ``summary.json``.
+
+    Raises:
+        FerlabError: bad config, data or output folder.
+    """
+    cfg.validate()
+    started = time.perf_counter()
+    table, classes = select_classes(open_dataset(cfg.data.path), cfg.data.classes)
+    if len(classes) < 2:
+        raise FerlabError(f"{cfg.data.path}: training needs at least two classes, found {classes}")
+    table = prepare_splits(table, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    prep = _resolve_preprocessing(cfg)
+    meta = ModelMeta(cfg.model.name, tuple(classes), prep, dict(cfg.model.kwargs))
+    model = build_model(meta)
+
+    run_dir = _prepare_run_dir(cfg.out)
+    resolved = dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, image_size=prep.input_size, channels=prep.channels, classes=classes)
+    )
+    write_text(run_dir / "config.yaml", config_to_yaml(resolved))
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    train_set = ImageDataset(table.split("train"), classes, prep, augmentation() if cfg.data.augment else None)
+    val_set = ImageDataset(table.split("val"), classes, prep)
+    loader_args = {"batch_size": cfg.data.batch_size, "num_workers": cfg.data.num_workers}
+    train_loader = DataLoader(
+        train_set, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed), **loader_args
+    )
+    val_loader = DataLoader(val_set, **loader_args)
+
+    module = Classifier(
+        model=model,
+        num_classes=len(classes),
+        optimizer=cfg.optim.name,
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+    )
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_acc", mode="max")
+    epochs_csv = EpochMetricsCSV(run_dir / "metrics.csv")
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator=cfg.accelerator,
+        devices=1,
+        deterministic=True,
+        logger=False,
+        default_root_dir=run_dir,
+        enable_model_summary=False,
+        callbacks=[checkpoint, EarlyStopping("val_acc", mode="max", patience=cfg.patience), epochs_csv],
+    )
+    trainer.fit(module, train_loader, val_loader)
+
+    model.load_state_dict(_best_state_dict(Path(checkpoint.best_model_path)))
+    save_model(model, meta, run_dir)
+    best = max(epochs_csv.rows, key=lambda row: row["val_acc"])
+    result = TrainResult(
+        run_dir=run_dir,
+        best_val_acc=float(best["val_acc"]),
+        best_epoch=int(best["epoch"]),
+        epochs_run=len(epochs_csv.rows),
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    write_json(run_dir / "summary.json", {
+        **{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(result).items()},
+        "classes": classes,
+        "samples": {name: table.split(name).label_counts() for name in table.splits()},
+    })
+    log.info("best val_acc %.4f at epoch %d; model saved in %s", result.best_val_acc, result.best_epoch, run_dir)
+    return result

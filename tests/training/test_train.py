@@ -1,0 +1,66 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ferlab.data import ImageDataset, open_dataset
+from ferlab.errors import FerlabError
+from ferlab.models import build_model, load_model
+from ferlab.training import load_config, train
+from ferlab.training.train import _best_state_dict
+
+
+def test_run_folder_holds_config_metrics_and_model(trained_run):
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"config.yaml", "metrics.csv", "model.safetensors", "model.json", "summary.json"} <= names
+    with open(trained_run / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
+    assert all(float(r["seconds"]) > 0 and 0 <= float(r["val_acc"]) <= 1 for r in rows)
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["classes"] == ["angry", "happy", "neutral"]
+    assert load_config(trained_run / "config.yaml").data.image_size == 48
+
+
+def test_training_beats_chance_on_held_out_data(trained_run, tree):
+    model = load_model(trained_run)
+    test = open_dataset(tree).split("test")
+    data = ImageDataset(test, model.classes, model.meta.preprocessing)
+    accuracy = (model.predict_proba(data.pixels).argmax(1) == data.targets.numpy()).mean()
+    assert accuracy >= 0.8  # chance is 1/3
+
+
+def test_saved_model_equals_best_checkpoint(trained_run):
+    model = load_model(trained_run)
+    reference = build_model(model.meta).eval()
+    reference.load_state_dict(_best_state_dict(trained_run / "checkpoints" / "best.ckpt"))
+    pixels = torch.randint(0, 255, (8, 1, 48, 48), dtype=torch.uint8)
+    np.testing.assert_array_equal(model.predict_proba(pixels), load_model(trained_run).predict_proba(pixels))
+    with torch.inference_mode():
+        expected = torch.softmax(reference((pixels.float() / 255 - 0.5) / 0.5), 1).numpy()
+    np.testing.assert_allclose(model.predict_proba(pixels), expected, rtol=0, atol=1e-6)
+
+
+def test_class_subset_travels_with_the_model(tree, tmp_path):
+    cfg = load_config(values={"data.path": str(tree), "out": str(tmp_path / "run"), "epochs": 1,
+                              "data.classes": ["happy", "angry"], "model.name": "baseline_cnn"})
+    train(cfg)
+    assert load_model(tmp_path / "run").classes == ("angry", "happy")
+
+
+def test_existing_run_folder_is_refused_and_kept(tree, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    cfg = load_config(values={"data.path": str(tree), "out": str(tmp_path / "run"), "epochs": 1})
+    with pytest.raises(FerlabError, match="already exists and is not empty"):
+        train(cfg)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
+
+
+def test_unknown_class_subset_fails_before_training(tree, tmp_path):
+    cfg = load_config(values={"data.path": str(tree), "out": str(tmp_path / "run"), "data.classes": ["fear"]})
+    with pytest.raises(FerlabError, match="fear"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
