@@ -5,7 +5,8 @@ PYTHON ?= python3
 DATA ?=
 MODEL ?= cnn3_bn
 EPOCHS ?= 30
-RUN ?= runs/$(MODEL)-$(shell date +%Y%m%d-%H%M%S)
+STAMP := $(shell date +%Y%m%d-%H%M%S)
+RUN ?= runs/$(MODEL)-$(STAMP)
 BIN := $(VENV)/bin
 
 .PHONY: setup run test

@@ -33,3 +33,12 @@ def test_validate_names_the_field():
     cfg = load_config(overrides=["data.path=x", "out=y", "optim.name=adagrad"])
     with pytest.raises(FerlabError, match="optim.name"):
         cfg.validate()
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        load_config(path, values={"data.path": "x", "out": "y"}).validate()
