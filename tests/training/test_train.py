@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -62,5 +63,25 @@ def test_existing_run_folder_is_refused_and_kept(tree, tmp_path):
 def test_unknown_class_subset_fails_before_training(tree, tmp_path):
     cfg = load_config(values={"data.path": str(tree), "out": str(tmp_path / "run"), "data.classes": ["fear"]})
     with pytest.raises(FerlabError, match="fear"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_same_seed_gives_the_same_model(tree, tmp_path):
+    pixels = torch.randint(0, 255, (6, 1, 48, 48), dtype=torch.uint8)
+    probs = []
+    for name in ("a", "b"):
+        cfg = load_config(values={"data.path": str(tree), "out": str(tmp_path / name), "epochs": 2, "seed": 7,
+                                  "model.name": "baseline_cnn", "data.batch_size": 32})
+        train(cfg)
+        probs.append(load_model(tmp_path / name).predict_proba(pixels))
+    np.testing.assert_array_equal(probs[0], probs[1])
+
+
+def test_unreadable_image_fails_before_the_run_folder_exists(tree, tmp_path):
+    copy = shutil.copytree(tree, tmp_path / "data")
+    (copy / "train" / "angry" / "zero.png").write_bytes(b"")
+    cfg = load_config(values={"data.path": str(copy), "out": str(tmp_path / "run"), "epochs": 1})
+    with pytest.raises(FerlabError, match=r"cannot read image .*zero\.png"):
         train(cfg)
     assert not (tmp_path / "run").exists()

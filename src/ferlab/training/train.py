@@ -43,11 +43,10 @@ def _resolve_preprocessing(cfg: TrainConfig) -> Preprocessing:
     return dataclasses.replace(prep, input_size=cfg.data.image_size or default.input_size)
 
 
-def _prepare_run_dir(out: str) -> Path:
+def _check_run_dir(out: str) -> Path:
     run_dir = Path(out).expanduser()
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise FerlabError(f"run folder {run_dir} already exists and is not empty; choose a new --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
@@ -68,6 +67,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         FerlabError: bad config, data or output folder.
     """
     cfg.validate()
+    run_dir = _check_run_dir(cfg.out)
     started = time.perf_counter()
     table, classes = select_classes(open_dataset(cfg.data.path), cfg.data.classes)
     if len(classes) < 2:
@@ -75,17 +75,18 @@ def train(cfg: TrainConfig) -> TrainResult:
     table = prepare_splits(table, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
     prep = _resolve_preprocessing(cfg)
     meta = ModelMeta(cfg.model.name, tuple(classes), prep, dict(cfg.model.kwargs))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are initialised
     model = build_model(meta)
+    # Decoding every image first means a bad file fails the run before its folder exists.
+    train_set = ImageDataset(table.split("train"), classes, prep, augmentation() if cfg.data.augment else None)
+    val_set = ImageDataset(table.split("val"), classes, prep)
 
-    run_dir = _prepare_run_dir(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
     resolved = dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, image_size=prep.input_size, channels=prep.channels, classes=classes)
     )
     write_text(run_dir / "config.yaml", config_to_yaml(resolved))
 
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    train_set = ImageDataset(table.split("train"), classes, prep, augmentation() if cfg.data.augment else None)
-    val_set = ImageDataset(table.split("val"), classes, prep)
     loader_args = {"batch_size": cfg.data.batch_size, "num_workers": cfg.data.num_workers}
     train_loader = DataLoader(
         train_set, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed), **loader_args
