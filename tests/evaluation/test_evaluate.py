@@ -13,7 +13,7 @@ from tests.synthetic import write_tree
 
 def test_evaluate_writes_what_it_promises(trained_run, zip_tree, tmp_path):
     metrics = evaluate(trained_run, zip_tree, tmp_path / "eval")
-    assert metrics["samples"] == 30  # auto picks the test split
+    assert metrics["samples"] == 30 and metrics["split"] == "test"  # auto picks the test split
     assert metrics["accuracy"] >= 0.8
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == metrics
     with Image.open(tmp_path / "eval" / "confusion_matrix.png") as png:
@@ -27,7 +27,8 @@ def test_evaluate_writes_what_it_promises(trained_run, zip_tree, tmp_path):
 
 def test_bare_class_tree_is_evaluated_whole(trained_run, samples, tmp_path):
     bare = write_tree(samples[:50], tmp_path / "bare", split=False)
-    assert evaluate(trained_run, bare, tmp_path / "eval")["samples"] == 50
+    metrics = evaluate(trained_run, bare, tmp_path / "eval")
+    assert metrics["samples"] == 50 and metrics["split"] == "unsplit"
 
 
 def test_same_probabilities_from_every_source(trained_run, tree, fer_csv, tmp_path):

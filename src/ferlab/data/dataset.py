@@ -20,7 +20,8 @@ class ImageDataset(Dataset):
 
     Every image is decoded once, up front, into one uint8 tensor at the model's
     input size: bad files fail before training starts, and later epochs cost
-    no decoding (FER2013's 28k training crops take 66 MB).
+    no decoding (FER2013's 28k training crops take 66 MB). Only tensors are kept,
+    so DataLoader workers never need to pickle the table's reader.
 
     Args:
         table: the samples.
@@ -40,7 +41,6 @@ class ImageDataset(Dataset):
         unknown = sorted({s.label for s in table.samples} - set(index))
         if unknown:
             raise FerlabError(f"{table.origin}: classes {unknown} are not among {list(classes)}")
-        self.table = table
         self.prep = prep
         self.augment = augment
         self.targets = torch.tensor([index[s.label] for s in table.samples], dtype=torch.long)

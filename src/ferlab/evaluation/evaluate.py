@@ -58,7 +58,7 @@ def evaluate(
     metrics = {
         "model": str(model) if not isinstance(model, LoadedModel) else loaded.meta.architecture,
         "data": str(data),
-        "split": split,
+        "split": "+".join(name or "unsplit" for name in table.splits()),
         **classification_metrics(targets, probs, loaded.classes),
     }
     out = Path(out)
