@@ -38,8 +38,8 @@ _BY_NAME: dict[str, str] = {syn: emotion for emotion, syns in _SYNONYMS.items() 
 #: JAFFE and KDEF codes are the two-letter expression codes inside their file names
 #: (JAFFE "KA.AN1.39" -> AN, KDEF "AF01ANS" -> AN; KDEF writes fear as AF).
 DATASET_LABELS: dict[str, dict[int | str, str]] = {
-    "fer2013": dict(enumerate(("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"))),
-    "expw": dict(enumerate(("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"))),
+    "fer2013": dict(enumerate(EMOTIONS[:7])),
+    "expw": dict(enumerate(EMOTIONS[:7])),
     "rafdb": dict(enumerate(("surprise", "fear", "disgust", "happy", "sad", "angry", "neutral"), start=1)),
     "affectnet": dict(
         enumerate(("neutral", "happy", "sad", "surprise", "fear", "disgust", "angry", "contempt"))
@@ -93,4 +93,3 @@ def order_classes(labels: Iterable[str], subset: Iterable[str] | None = None) ->
             raise FerlabError(f"classes {missing} were asked for but the data has none of them; it has {order_classes(present)}")
         present = wanted
     return [emotion for emotion in EMOTIONS if emotion in present]
-
