@@ -34,13 +34,19 @@ class Sample:
     Attributes:
         source: where the image lives, as shown in messages: a file path,
             ``archive.zip:member``, or ``file.csv:row N``.
-        label: canonical emotion name.
+        label: canonical emotion name (for soft labels, the majority class).
         split: "train", "val", "test", or "" when the dataset is unsplit.
+        box: the face inside the image as (x, y, width, height), when the
+            image is a whole photo (ExpW, manifests with boxes); None for crops.
+        votes: soft label as (class, share) pairs summing to 1 (FER+ vote
+            files); empty for a hard label.
     """
 
     source: str
     label: str
     split: str
+    box: tuple[int, int, int, int] | None = None
+    votes: tuple[tuple[str, float], ...] = ()
 
 
 ImageReader = Callable[[Sample], Image.Image]
@@ -65,7 +71,12 @@ class SampleTable:
         return f"SampleTable({self.origin!r}, {len(self)} samples, splits={self.split_counts()})"
 
     def read_image(self, sample: Sample) -> Image.Image:
-        return self._reader(sample)
+        """The sample's image, cropped to its face box when it has one."""
+        image = self._reader(sample)
+        if sample.box is None:
+            return image
+        x, y, w, h = sample.box
+        return image.crop((x, y, x + w, y + h))
 
     def with_samples(self, samples: Iterable[Sample]) -> SampleTable:
         """A table over other samples of the same dataset (a subset, or re-split copies)."""
