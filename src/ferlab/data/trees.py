@@ -1,30 +1,166 @@
 """Class-folder trees, on disk or inside a zip archive (read without extracting).
 
 A tree is either split (``train/``, ``val|validation/``, ``test|testing/``, each
-holding class folders) or unsplit (class folders at the top). Both sources list
-their relative paths and share one parser, so they yield identical samples.
+holding class folders) or unsplit (class folders at the top). Both sources are
+listed by `list_tree` into relative paths that one parser reads, so they yield
+identical samples, and the scanner sees exactly the files that reading sees.
+
+Listing is also where untrusted trees are made safe: zip members that escape
+the archive or decompress to absurd sizes, and symlink loops on disk, are refused.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import zipfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from ferlab.data.images import decode_image, is_image_name
 from ferlab.data.labels import canonical_label
 from ferlab.data.samples import Sample, SampleTable, split_name
 from ferlab.errors import FerlabError
 
-__all__ = ["read_folder_tree", "read_zip_tree"]
+__all__ = [
+    "MAX_COMPRESSION_RATIO",
+    "MAX_MEMBER_BYTES",
+    "TreeListing",
+    "TreeReader",
+    "list_tree",
+    "place_files",
+    "read_folder_tree",
+    "read_zip_tree",
+]
 
 log = logging.getLogger(__name__)
+
+#: Largest uncompressed zip member read; a face image is far smaller, anything bigger is a bomb or a mistake.
+MAX_MEMBER_BYTES = 64 * 2**20
+#: A member that expands more than this ratio and past `_RATIO_FLOOR` bytes is refused as a bomb
+#: (images are already compressed; real ones barely shrink in a zip).
+MAX_COMPRESSION_RATIO = 1000
+_RATIO_FLOOR = 10 * 2**20
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 def _ignored(part: str) -> bool:
     return part.startswith(".") or part == "__MACOSX"
+
+
+def _hidden(rel: str) -> bool:
+    return any(_ignored(p) for p in PurePosixPath(rel).parts)
+
+
+class TreeReader(Protocol):
+    """Bytes of a tree's files by relative path; picklable, for worker processes."""
+
+    def read(self, rel: str) -> bytes:
+        """Raises FerlabError naming the file when it cannot be read."""
+
+
+@dataclass(frozen=True)
+class TreeListing:
+    """Every file and folder of a tree (hidden ones and ``__MACOSX`` left out).
+
+    Attributes:
+        path: the folder or the ``.zip`` file, absolute.
+        files: posix paths relative to `path` (zip: member names).
+        dirs: the same for folders, so that empty class folders are seen.
+        archive: True for a zip.
+    """
+
+    path: Path
+    files: list[str]
+    dirs: list[str]
+    archive: bool
+
+    def source(self, rel: str) -> str:
+        """How a file is named in samples and messages: a path, or ``archive.zip:member``."""
+        return f"{self.path}:{rel}" if self.archive else str(self.path / rel)
+
+    def reader(self) -> TreeReader:
+        return _ZipReader(self.path) if self.archive else _FolderReader(self.path)
+
+
+def list_tree(path: Path) -> TreeListing:
+    """List a folder tree or a zip archive, refusing unsafe members and symlink loops.
+
+    Raises:
+        FerlabError: the archive cannot be opened, holds an unsafe member, or a folder
+            link loops back to one of its parents; the message names it.
+    """
+    path = Path(path).absolute()
+    if path.is_file() and path.suffix.lower() == ".zip":
+        return _list_zip(path)
+    return _list_folder(path)
+
+
+def _list_folder(root: Path) -> TreeListing:
+    files: list[str] = []
+    dirs: list[str] = []
+    # Symlinked folders are followed; each entry carries the real paths of its ancestors so a
+    # link back to one of them (a loop that would never end) is caught, while two links to the
+    # same outside folder are fine.
+    stack: list[tuple[Path, PurePosixPath, frozenset[str]]] = [(root, PurePosixPath(), frozenset({os.path.realpath(root)}))]
+    while stack:
+        folder, rel, ancestors = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as err:
+            raise FerlabError(f"cannot list folder {folder}: {err}") from None
+        for entry in entries:
+            if _ignored(entry.name):
+                continue
+            child = rel / entry.name
+            if entry.is_dir():  # follows symlinks
+                real = os.path.realpath(entry.path)
+                if real in ancestors:
+                    raise FerlabError(f"symlink loop in {root}: {entry.path} leads back to {real}, which holds it")
+                dirs.append(child.as_posix())
+                stack.append((Path(entry.path), child, ancestors | {real}))
+            else:
+                files.append(child.as_posix())
+    return TreeListing(root, sorted(files), sorted(dirs), archive=False)
+
+
+def _check_member(info: zipfile.ZipInfo, archive: Path) -> None:
+    """Refuse members that could write outside a folder when extracted, or images that expand into a bomb.
+
+    Only image members are ever decompressed, so only their sizes matter (a big CSV beside them is fine).
+    """
+    name = info.filename
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or _DRIVE.match(name) or ".." in parts:
+        raise FerlabError(f"unsafe member {name!r} in zip archive {archive}: absolute or escaping path")
+    if not is_image_name(name):
+        return
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise FerlabError(
+            f"refused member {name!r} in zip archive {archive}: {info.file_size / 2**20:.0f} MiB uncompressed "
+            f"is above the {MAX_MEMBER_BYTES // 2**20} MiB limit (decompression bomb?)"
+        )
+    if info.file_size > _RATIO_FLOOR and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+        raise FerlabError(
+            f"refused member {name!r} in zip archive {archive}: it expands {info.file_size // max(info.compress_size, 1)}:1 "
+            f"(decompression bomb?)"
+        )
+
+
+def _list_zip(path: Path) -> TreeListing:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise FerlabError(f"cannot open zip archive {path}: {err}") from None
+    for info in infos:
+        _check_member(info, path)
+    files = [i.filename for i in infos if not i.is_dir() and not _hidden(i.filename)]
+    dirs = [i.filename.rstrip("/") for i in infos if i.is_dir() and not _hidden(i.filename)]
+    return TreeListing(path, files, dirs, archive=True)
 
 
 def _class_label(folder: str, where: str) -> str:
@@ -34,27 +170,44 @@ def _class_label(folder: str, where: str) -> str:
         raise FerlabError(f"unknown class folder {where}: {err}") from None
 
 
+def _is_emotion(name: str) -> bool:
+    try:
+        canonical_label(name)
+    except FerlabError:
+        return False
+    return True
+
+
+def _folders(files: Iterable[PurePosixPath], dirs: Iterable[str]) -> set[PurePosixPath]:
+    folders = {PurePosixPath(d) for d in dirs}
+    folders.update(parent for p in files for parent in p.parents if parent != PurePosixPath("."))
+    return folders
+
+
+def _wrapper_prefix(paths: list[PurePosixPath], folders: set[PurePosixPath]) -> PurePosixPath:
+    """Descend through single wrapper folders (e.g. a zip holding "fer2013/train/...")."""
+    prefix = PurePosixPath(".")
+    while True:
+        tops = {f for f in folders if f.parent == prefix}
+        if len(tops) != 1 or any(p.parent == prefix for p in paths):
+            return prefix
+        (top,) = tops
+        if split_name(top.name) or _is_emotion(top.name):
+            return prefix
+        prefix = top
+
+
 def parse_tree(files: Iterable[str], dirs: Iterable[str], root: str) -> list[tuple[str, str, str]]:
     """(relative path, label, split) of every image in a tree of posix relative paths.
 
     Args:
-        files: relative paths of all files.
+        files: relative paths of all files (hidden ones already left out, as `list_tree` does).
         dirs: relative paths of all folders (so that empty class folders are seen).
         root: shown in messages.
     """
-    paths = [PurePosixPath(f) for f in files if not any(_ignored(p) for p in PurePosixPath(f).parts)]
-    folders = {PurePosixPath(d) for d in dirs if not any(_ignored(p) for p in PurePosixPath(d).parts)}
-    folders.update(parent for p in paths for parent in p.parents if parent != PurePosixPath("."))
-    prefix = PurePosixPath(".")
-    # Descend through single wrapper folders (e.g. a zip holding "fer2013/train/...").
-    while True:
-        tops = {f for f in folders if f.parent == prefix}
-        if len(tops) != 1 or any(p.parent == prefix for p in paths):
-            break
-        (top,) = tops
-        if split_name(top.name) or _is_emotion(top.name):
-            break
-        prefix = top
+    paths = [PurePosixPath(f) for f in files]
+    folders = _folders(paths, dirs)
+    prefix = _wrapper_prefix(paths, folders)
     tops = sorted(f for f in folders if f.parent == prefix)
     if not tops:
         raise FerlabError(f"no class folders in {root}: expected one folder per emotion, or train/ val/ test/ folders holding them")
@@ -91,25 +244,42 @@ def parse_tree(files: Iterable[str], dirs: Iterable[str], root: str) -> list[tup
     return rows
 
 
-def _is_emotion(name: str) -> bool:
-    try:
-        canonical_label(name)
-    except FerlabError:
-        return False
-    return True
+def place_files(files: Iterable[str], dirs: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(relative path, label, split) of every file, never raising: the lenient twin of `parse_tree`.
+
+    A file outside a known class folder gets label ""; outside a split folder, split "".
+    """
+    paths = [PurePosixPath(f) for f in files]
+    prefix = _wrapper_prefix(paths, _folders(paths, dirs))
+    rows: list[tuple[str, str, str]] = []
+    for p in paths:
+        parts = p.parts[len(prefix.parts):]
+        split = (split_name(parts[0]) or "") if len(parts) > 1 else ""
+        folder = parts[1 if split else 0] if len(parts) > (2 if split else 1) else ""
+        rows.append((str(p), canonical_label(folder) if folder and _is_emotion(folder) else "", split))
+    return rows
 
 
 def read_folder_tree(root: Path) -> SampleTable:
     """Samples of a class-folder tree on disk."""
-    files: list[str] = []
-    dirs: list[str] = []
-    for here, subdirs, names in os.walk(root):
-        rel = Path(here).relative_to(root)
-        dirs += [(rel / d).as_posix() for d in subdirs]
-        files += [(rel / n).as_posix() for n in names]
-    rows = parse_tree(files, dirs, str(root))
+    listing = list_tree(root)
+    rows = parse_tree(listing.files, listing.dirs, str(root))
     samples = [Sample(str(root / rel), label, split) for rel, label, split in rows]
     return SampleTable(samples, lambda s: decode_image(Path(s.source), s.source), str(root))
+
+
+class _FolderReader:
+    """Bytes of a file in a folder tree by relative path."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def read(self, rel: str) -> bytes:
+        source = self.root / rel
+        try:
+            return source.read_bytes()
+        except OSError as err:
+            raise FerlabError(f"cannot read {source}: {err}") from None
 
 
 class _ZipReader:
@@ -124,26 +294,25 @@ class _ZipReader:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_handle": None, "_pid": -1}
 
-    def __call__(self, sample: Sample):
+    def _archive(self) -> zipfile.ZipFile:
         if self._pid != os.getpid():
             self._handle, self._pid = zipfile.ZipFile(self.path), os.getpid()
-        member = sample.source[len(self._prefix):]
+        return self._handle
+
+    def read(self, member: str) -> bytes:
+        """A member's bytes; zipfile stops at the declared size `list_tree` checked, so no bomb gets past it."""
         try:
-            data = self._handle.read(member)
+            return self._archive().read(member)
         except (KeyError, zipfile.BadZipFile, OSError) as err:
-            raise FerlabError(f"cannot read {sample.source}: {err}") from None
-        return decode_image(data, sample.source)
+            raise FerlabError(f"cannot read {self._prefix}{member}: {err}") from None
+
+    def __call__(self, sample: Sample):
+        return decode_image(self.read(sample.source[len(self._prefix):]), sample.source)
 
 
 def read_zip_tree(path: Path) -> SampleTable:
     """Samples of a class-folder tree inside a zip archive; nothing is extracted."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError) as err:
-        raise FerlabError(f"cannot open zip archive {path}: {err}") from None
-    files = [i.filename for i in infos if not i.is_dir()]
-    dirs = [i.filename.rstrip("/") for i in infos if i.is_dir()]
-    rows = parse_tree(files, dirs, str(path))
+    listing = list_tree(path)
+    rows = parse_tree(listing.files, listing.dirs, str(path))
     samples = [Sample(f"{path}:{rel}", label, split) for rel, label, split in rows]
     return SampleTable(samples, _ZipReader(path), str(path))
