@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ferlab.data._csv import header_columns
 from ferlab.data.labels import DATASET_LABELS
 from ferlab.data.samples import Sample, SampleTable, split_name
 from ferlab.errors import FerlabError
@@ -42,10 +43,7 @@ def _read_one(path: Path) -> tuple[list[Sample], list[np.ndarray]]:
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            columns = {name.strip().lower(): name for name in reader.fieldnames or ()}
-            for needed in ("emotion", "pixels"):
-                if needed not in columns:
-                    raise FerlabError(f"{path}: no {needed!r} column (found {reader.fieldnames}); expected emotion,pixels[,Usage]")
+            columns = header_columns(reader, path, ("emotion", "pixels"), "emotion,pixels[,Usage]")
             for row in reader:
                 where = f"{path}:row {reader.line_num}"
                 emotion = (row.get(columns["emotion"]) or "").strip()

@@ -2,23 +2,63 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import csv
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ferlab.data.expw import expw_label_file, read_expw
 from ferlab.data.fer2013_csv import read_fer2013_csv
+from ferlab.data.ferplus import read_ferplus
 from ferlab.data.labels import order_classes
+from ferlab.data.manifest import read_manifest
+from ferlab.data.rafdb import rafdb_label_file, read_rafdb
 from ferlab.data.samples import SampleTable
 from ferlab.data.trees import read_folder_tree, read_zip_tree
 from ferlab.errors import FerlabError
 
 __all__ = ["open_dataset", "select_classes"]
 
+_Reader = Callable[[Path], SampleTable]
+
+#: CSV formats: (header as shown in messages, the columns that tell it, reader).
+#: A header goes to the format it shares most telling columns with, so a
+#: half-right header still gets that reader's message about what is missing.
+_CSV_FORMATS: tuple[tuple[str, frozenset[str], _Reader], ...] = (
+    ("path,label[,split][,x,y,w,h][,votes] (a manifest)", frozenset({"path", "label"}), read_manifest),
+    ("emotion,pixels[,Usage] (FER2013)", frozenset({"emotion", "pixels"}), lambda p: read_fer2013_csv([p])),
+    ("Usage,Image name,neutral,...,unknown,NF (FER+ fer2013new.csv)", frozenset({"image name"}), read_ferplus),
+)
+
+#: Folders recognised by a file they hold, tried before FER2013 CSV folders and class-folder trees.
+_FOLDER_FORMATS: tuple[tuple[Callable[[Path], bool], _Reader], ...] = (
+    (lambda p: expw_label_file(p) is not None, read_expw),
+    (lambda p: rafdb_label_file(p) is not None, read_rafdb),
+    (lambda p: (p / "fer2013new.csv").is_file(), lambda p: read_ferplus(p / "fer2013new.csv")),
+)
+
+
+def _read_csv(path: Path) -> SampleTable:
+    """Read a CSV with the reader its header names."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            header = {name.strip().lower() for name in next(csv.reader(handle), [])}
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise FerlabError(f"cannot read CSV {path}: {err}") from None
+    _, columns, read = max(_CSV_FORMATS, key=lambda fmt: len(fmt[1] & header))  # the first on a tie
+    if not columns & header:
+        accepted = "; ".join(shown for shown, _, _ in _CSV_FORMATS)
+        raise FerlabError(f"{path}: unknown CSV header {sorted(header)}; expected one of: {accepted}")
+    return read(path)
+
 
 def open_dataset(path: str | Path) -> SampleTable:
-    """Read a dataset: a class-folder tree, the same tree in a ``.zip``, or FER2013 CSV(s).
+    """Read a dataset, recognising its format from the path.
 
-    A folder with CSV files and no sub-folders is read as FER2013 CSVs
-    (e.g. Kaggle's ``fer2013/fer2013.csv`` or ``train.csv`` + ``test.csv``).
+    Files: a ``.zip`` of class folders, or a CSV told by its header (a manifest,
+    FER2013, or FER+ ``fer2013new.csv``). Folders: ExpW (``label/label.lst``),
+    RAF-DB (``list_patition_label.txt`` here or one folder down), FER+ (holding
+    ``fer2013new.csv``), FER2013 CSVs with no sub-folders (Kaggle's
+    ``fer2013.csv`` or ``train.csv`` + ``test.csv``), else a class-folder tree.
 
     Raises:
         FerlabError: the path is missing, of an unknown kind, or malformed.
@@ -30,9 +70,12 @@ def open_dataset(path: str | Path) -> SampleTable:
     if path.is_file() and suffix == ".zip":
         return read_zip_tree(path)
     if path.is_file() and suffix == ".csv":
-        return read_fer2013_csv([path])
+        return _read_csv(path)
     if path.is_file():
-        raise FerlabError(f"unsupported dataset file {path}: expected a folder, a .zip of class folders, or a FER2013 .csv")
+        raise FerlabError(f"unsupported dataset file {path}: expected a folder, a .zip of class folders, or a .csv")
+    for detect, read in _FOLDER_FORMATS:
+        if detect(path):
+            return read(path)
     entries = [p for p in path.iterdir() if not p.name.startswith(".")]
     csvs = sorted(p for p in entries if p.is_file() and p.suffix.lower() == ".csv")
     if csvs and not any(p.is_dir() for p in entries):
