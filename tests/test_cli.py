@@ -17,8 +17,9 @@ def test_version_and_models_listing(capsys):
 def test_train_evaluate_predict(tree, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--data", str(tree), "--model", "baseline_cnn", "--epochs", "2", "--out", str(run),
-                 "--batch-size", "32", "optim.lr=5e-4"]) == 0
-    assert "optim" in (run / "config.yaml").read_text() and "0.0005" in (run / "config.yaml").read_text()
+                 "--batch-size", "32", "--augment", "medium,rotation=5", "--balance", "inverse", "optim.lr=5e-4"]) == 0
+    saved = (run / "config.yaml").read_text()
+    assert "0.0005" in saved and "preset: medium" in saved and "rotation: 5.0" in saved and "balance: inverse" in saved
     assert main(["evaluate", "--model", str(run), "--data", str(tree), "--out", str(tmp_path / "eval")]) == 0
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["samples"] == 30
     assert main(["predict", "--model", str(run / "model.safetensors"), str(tree / "test"), "--out",
@@ -35,3 +36,45 @@ def test_expected_errors_exit_non_zero_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "ferlab evaluate: error:" in result.stderr and "model.safetensors is missing" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_data_stats_split_and_preview(tree, tmp_path, capsys):
+    assert main(["data", "stats", str(tree), "--out", str(tmp_path / "stats")]) == 0
+    assert "imbalance" in capsys.readouterr().out
+    assert (tmp_path / "stats" / "class_counts.png").is_file() and (tmp_path / "stats" / "samples.png").is_file()
+    assert main(["data", "split", str(tree), "--ratios", "70/10/20", "--merge", "angry=neutral", "--subsample", "90",
+                 "--out", str(tmp_path / "split"), "--format", "csv"]) == 0
+    manifest = (tmp_path / "split" / "manifest.csv").read_text().splitlines()
+    assert len(manifest) == 91 and not any(",neutral," in line for line in manifest)
+    assert main(["data", "split", str(tree), "--kfold", "3", "--out", str(tmp_path / "folds")]) == 0
+    assert sorted(p.name for p in (tmp_path / "folds").iterdir()) == ["fold0", "fold1", "fold2"]
+    assert main(["data", "preview", str(tree), "--augment", "heavy", "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").is_file()
+
+
+def test_data_commands_name_bad_options(tree, tmp_path, capsys):
+    assert main(["data", "split", str(tree), "--ratios", "70/abc", "--out", str(tmp_path / "s")]) == 2
+    assert main(["data", "split", str(tree), "--merge", "angry", "--out", str(tmp_path / "s")]) == 2
+    assert main(["data", "preview", str(tree), "--augment", "light,spin=2"]) == 2
+    err = capsys.readouterr().err
+    assert "split ratios" in err and "--merge takes TARGET=CLASS" in err and "unknown augmentation knob 'spin'" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_data_scan_clean_restore(tmp_path, capsys):
+    from tests.data.test_scan import make_planted_tree
+
+    faces = make_planted_tree(tmp_path / "faces")
+    before = {p: p.read_bytes() for p in faces.rglob("*") if p.is_file()}
+    assert main(["data", "scan", str(faces), "--out", str(tmp_path / "scan")]) == 0
+    out = capsys.readouterr().out
+    assert "leak" in out and "z_copy_of_test.png" in out
+    assert json.loads((tmp_path / "scan" / "scan.json").read_text())["counts"]["truncated"] == 1
+    assert main(["data", "clean", str(faces), "--quarantine", str(tmp_path / "q"),
+                 "--report", str(tmp_path / "scan"), "--kinds", "leak,truncated"]) == 0
+    assert "moved 2 files" in capsys.readouterr().out
+    assert not (faces / "train/happy/z_copy_of_test.png").exists()
+    assert main(["data", "restore", str(tmp_path / "q")]) == 0
+    assert before == {p: p.read_bytes() for p in faces.rglob("*") if p.is_file()}
+    assert main(["data", "clean", str(faces), "--quarantine", str(faces / "q")]) == 2
+    assert "inside" in capsys.readouterr().err

@@ -17,6 +17,17 @@ EXAMPLES = """examples:
   ferlab train --config configs/cnn3_bn.yaml --out runs/cnn3 optim.lr=3e-4 data.classes=[angry,happy,neutral]
   ferlab evaluate --model runs/cnn3 --data fer2013-train-val.zip --out runs/cnn3/eval
   ferlab predict --model runs/cnn3 faces/ photo.jpg --out predictions/
+  ferlab data scan my-faces/ --out scan/ && ferlab data clean my-faces/ --quarantine quarantine/
+  ferlab data split ckplus/ --ratios 70/10/20 --groups ckplus --out ckplus-split/
+"""
+
+DATA_EXAMPLES = """examples:
+  ferlab data scan fer2013-train-val.zip --out scan/
+  ferlab data clean faces/ --quarantine faces-quarantine/ && ferlab data restore faces-quarantine/
+  ferlab data stats fer2013-train-val.zip --out stats/
+  ferlab data split faces/ --ratios 80/20 --subsample 5000 --out faces-small/ --format csv
+  ferlab data split jaffe/ --kfold 5 --groups jaffe --out jaffe-folds/
+  ferlab data preview faces/ --augment heavy,mixup=0 --out heavy.png
 """
 
 
@@ -28,7 +39,14 @@ def _train(args: argparse.Namespace) -> None:
         "data.classes": args.classes.split(",") if args.classes else None,
         "data.batch_size": args.batch_size, "data.image_size": args.image_size, "data.channels": args.channels,
         "optim.name": args.optimizer, "optim.lr": args.lr, "seed": args.seed, "patience": args.patience,
+        "data.balance": args.balance, "data.cache_dir": args.cache_dir,
     }
+    if args.augment:
+        from dataclasses import asdict
+
+        from ferlab.data import AugmentConfig
+
+        flags.update({f"data.augment.{k}": v for k, v in asdict(AugmentConfig.parse(args.augment)).items()})
     cfg = load_config(args.config, args.overrides, {k: v for k, v in flags.items() if v is not None})
     result = train(cfg)
     print(f"best val accuracy {result.best_val_acc:.4f} (epoch {result.best_epoch} of {result.epochs_run}); "
@@ -63,6 +81,130 @@ def _models(args: argparse.Namespace) -> None:
         print(f"{name:16s} {prep.input_size}x{prep.input_size}x{prep.channels}  {entry.description}")
 
 
+def _merges(specs: Sequence[str] | None) -> dict[str, list[str]]:
+    """``["angry=disgust,contempt"]`` -> ``{"angry": ["disgust", "contempt"]}``."""
+    merges: dict[str, list[str]] = {}
+    for spec in specs or ():
+        target, sep, sources = spec.partition("=")
+        if not sep or not target or not sources:
+            raise FerlabError(f"--merge takes TARGET=CLASS[,CLASS...], got {spec!r}")
+        merges.setdefault(target, []).extend(sources.split(","))
+    return merges
+
+
+def _data_scan(args: argparse.Namespace) -> None:
+    from ferlab.data.scan import format_report, scan, write_report
+
+    report = scan(args.path, min_size=args.min_size, near_threshold=args.near_threshold)
+    write_report(report, args.out)
+    print(format_report(report, examples=3), end="")
+    print(f"full report in {args.out}/scan.json and scan.txt")
+
+
+def _data_clean(args: argparse.Namespace) -> None:
+    from ferlab.data.quarantine import clean
+    from ferlab.data.scan import load_report, scan
+
+    report = load_report(args.report) if args.report else scan(args.path)
+    result = clean(report, args.quarantine, kinds=args.kinds.split(",") if args.kinds else None)
+    print(f"moved {len(result.moved)} files into {args.quarantine}; `ferlab data restore {args.quarantine}` puts them back")
+
+
+def _data_restore(args: argparse.Namespace) -> None:
+    from ferlab.data.quarantine import restore
+
+    restored = restore(args.quarantine)
+    print(f"restored {len(restored)} files")
+
+
+def _data_stats(args: argparse.Namespace) -> None:
+    from ferlab.data import open_dataset
+    from ferlab.data.stats import format_stats, write_stats
+
+    stats = write_stats(open_dataset(args.path), args.out, per_class=args.per_class, seed=args.seed)
+    print(format_stats(stats), end="")
+    print(f"stats, class_counts.png and samples.png written to {args.out}")
+
+
+def _data_split(args: argparse.Namespace) -> None:
+    from ferlab.data.prepare import split_dataset, write_split
+
+    tables = split_dataset(
+        args.path, ratios=args.ratios, groups=args.groups, kfold=args.kfold, subsample_to=args.subsample,
+        classes=args.classes.split(",") if args.classes else None, merge=_merges(args.merge), seed=args.seed,
+    )
+    for path, table in zip(write_split(tables, args.out, args.format), tables):
+        print(f"{path}: {table.split_counts()}")
+
+
+def _data_preview(args: argparse.Namespace) -> None:
+    from ferlab.data import AugmentConfig, Preprocessing, open_dataset
+    from ferlab.data.preview import preview_augmentation
+
+    config = AugmentConfig.parse(args.augment)
+    prep = Preprocessing(input_size=args.image_size).with_channels(args.channels)
+    out = args.out or f"augment-{config.preset}.png"
+    preview_augmentation(open_dataset(args.path), config, out, prep=prep, images=args.images,
+                         variants=args.variants, seed=args.seed)
+    print(f"preview written to {out}")
+
+
+def _add_data_commands(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="scan, clean, describe, split and preview datasets",
+                               epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tools = data.add_subparsers(dest="data_command", required=True, metavar="TOOL")
+
+    scan = tools.add_parser("scan", help="find unreadable, odd, tiny and duplicate images, and leakage between splits")
+    scan.add_argument("path", help="class-folder tree or .zip of one")
+    scan.add_argument("--out", required=True, help="folder for scan.json and scan.txt")
+    scan.add_argument("--min-size", type=int, default=32, help="smallest usable side in pixels (default 32)")
+    scan.add_argument("--near-threshold", type=int, default=4,
+                      help="perceptual-hash bits (of 64) within which images count as near duplicates; -1: off")
+    scan.set_defaults(run=_data_scan)
+
+    clean = tools.add_parser("clean", help="move what scan flags into a quarantine folder (never deletes)")
+    clean.add_argument("path", help="class-folder tree")
+    clean.add_argument("--quarantine", required=True, help="folder outside the tree that receives the files")
+    clean.add_argument("--kinds", help="comma-separated finding kinds to move (default: all but near duplicates)")
+    clean.add_argument("--report", help="scan.json (or its folder) to act on; default: scan PATH now")
+    clean.set_defaults(run=_data_clean)
+
+    restore = tools.add_parser("restore", help="put every quarantined file back where it was")
+    restore.add_argument("quarantine", help="quarantine folder written by clean")
+    restore.set_defaults(run=_data_restore)
+
+    stats = tools.add_parser("stats", help="class counts per split, imbalance, a bar chart and sample images")
+    stats.add_argument("path")
+    stats.add_argument("--out", required=True, help="output folder")
+    stats.add_argument("--per-class", type=int, default=8, help="sample images per class in samples.png")
+    stats.add_argument("--seed", type=int, default=0)
+    stats.set_defaults(run=_data_stats)
+
+    split = tools.add_parser("split", help="ratio, subject-aware or k-fold splits, subsets and merges, written out")
+    split.add_argument("path")
+    split.add_argument("--out", required=True, help="new folder")
+    split.add_argument("--ratios", help="train/val/test such as 70/10/20, or train/test such as 80/20")
+    split.add_argument("--kfold", type=int, help="k stratified folds (fold i is val in foldI/)")
+    split.add_argument("--groups", help="subject pattern in file names: ckplus, jaffe, kdef or a regex with one group")
+    split.add_argument("--subsample", type=int, help="keep N images, class and split shares kept")
+    split.add_argument("--classes", help="comma-separated subset")
+    split.add_argument("--merge", action="append", metavar="TARGET=CLASS[,CLASS]", help="relabel classes, e.g. angry=disgust")
+    split.add_argument("--format", choices=("tree", "csv"), default="tree", help="class-folder copy or CSV manifest")
+    split.add_argument("--seed", type=int, default=0)
+    split.set_defaults(run=_data_split)
+
+    preview = tools.add_parser("preview", help="a PNG grid of augmented samples, to see a setting's strength")
+    preview.add_argument("path")
+    preview.add_argument("--augment", default="light", help="preset none|light|medium|heavy, plus knobs: heavy,mixup=0")
+    preview.add_argument("--out", help="PNG file (default augment-PRESET.png)")
+    preview.add_argument("--images", type=int, default=6)
+    preview.add_argument("--variants", type=int, default=7)
+    preview.add_argument("--image-size", type=int, default=48)
+    preview.add_argument("--channels", type=int, choices=(1, 3), default=1)
+    preview.add_argument("--seed", type=int, default=0)
+    preview.set_defaults(run=_data_preview)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ferlab", description="Facial expression recognition: train, evaluate, predict.",
@@ -87,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float)
     train.add_argument("--seed", type=int)
     train.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    train.add_argument("--augment", help="preset none|light|medium|heavy, plus knobs: medium,rotation=20,mixup=0.2")
+    train.add_argument("--balance", help="class imbalance: none, inverse or effective (loss weights), sampler, oversample")
+    train.add_argument("--cache-dir", help="keep decoded pixels here for later runs")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=3e-4")
     train.set_defaults(run=_train)
 
@@ -106,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list registered models")
     models.add_argument("pattern", nargs="?", default="*", help="name filter, e.g. 'cnn*'")
     models.set_defaults(run=_models)
+    _add_data_commands(commands)
     return parser
 
 

@@ -71,15 +71,30 @@ def test_empty_class_folder_is_named(tree, tmp_path):
         open_dataset(copy)
 
 
-def test_unreadable_image_is_named_and_left_alone(tree, tmp_path):
+def test_unreadable_image_is_skipped_with_a_warning_naming_it_and_left_alone(tree, tmp_path, caplog):
     copy = shutil.copytree(tree, tmp_path / "t")
     broken = copy / "train" / "happy" / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
-    table = open_dataset(copy)
-    with pytest.raises(FerlabError, match=r"cannot read image .*broken\.jpg"):
-        ImageDataset(table.split("train"), table.classes(), Preprocessing())
+    table = open_dataset(copy).split("train")
+    data = ImageDataset(table, table.classes(), Preprocessing())
+    assert data.skipped == [str(broken)]
+    assert len(data) == len(data.samples) == len(data.pixels) == len(table) - 1
+    assert str(broken) not in {s.source for s in data.samples}
+    assert any("broken.jpg" in r.message and "cannot read image" in r.message for r in caplog.records)
+    assert "skipped 1 of" in caplog.text
     assert before == {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+
+
+def test_no_readable_image_at_all_is_an_error(tmp_path):
+    folder = tmp_path / "happy"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"")
+    (tmp_path / "sad").mkdir()
+    (tmp_path / "sad" / "b.png").write_text("text")
+    table = open_dataset(tmp_path)
+    with pytest.raises(FerlabError, match="none of the 2 images could be read"):
+        ImageDataset(table, table.classes(), Preprocessing())
 
 
 def _csv(tmp_path: Path, rows: list[str], header: str = "emotion,pixels,Usage") -> Path:

@@ -78,10 +78,53 @@ def test_same_seed_gives_the_same_model(tree, tmp_path):
     np.testing.assert_array_equal(probs[0], probs[1])
 
 
-def test_unreadable_image_fails_before_the_run_folder_exists(tree, tmp_path):
+def test_unreadable_image_is_skipped_and_reported(tree, tmp_path):
     copy = shutil.copytree(tree, tmp_path / "data")
-    (copy / "train" / "angry" / "zero.png").write_bytes(b"")
+    zero = copy / "train" / "angry" / "zero.png"
+    zero.write_bytes(b"")
     cfg = load_config(values={"data.path": str(copy), "out": str(tmp_path / "run"), "epochs": 1})
-    with pytest.raises(FerlabError, match=r"cannot read image .*zero\.png"):
-        train(cfg)
+    train(cfg)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["skipped"] == [str(zero)]
+    assert zero.read_bytes() == b""
+
+
+@pytest.mark.parametrize("options", [
+    {"data.balance": "sampler", "data.augment.preset": "heavy"},
+    {"data.balance": "oversample", "data.augment.preset": "medium"},
+    {"data.balance": "effective", "data.augment.preset": "none", "data.augment.mixup": 0.4},
+])
+def test_balancing_and_augmentation_options_train(tree, tmp_path, options):
+    cfg = load_config(values={"data.path": str(tree), "out": str(tmp_path / "run"), "epochs": 1, **options})
+    result = train(cfg)
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert result.epochs_run == 1
+    assert f"balance: {options['data.balance']}" in saved
+
+
+def test_bad_augmentation_or_balance_is_refused_before_training(tree, tmp_path):
+    values = {"data.path": str(tree), "out": str(tmp_path / "run")}
+    with pytest.raises(FerlabError, match="data.augment: unknown augmentation preset 'wild'"):
+        train(load_config(values={**values, "data.augment.preset": "wild"}))
+    with pytest.raises(FerlabError, match="data.balance must be one of"):
+        train(load_config(values={**values, "data.balance": "smote"}))
     assert not (tmp_path / "run").exists()
+
+
+def test_soft_labels_from_manifest_votes_train(tree, tmp_path):
+    from ferlab.data import Preprocessing, Sample, write_manifest
+
+    table = open_dataset(tree)
+    other = {"angry": "neutral", "happy": "angry", "neutral": "happy"}
+    soft = table.with_samples(
+        Sample(s.source, s.label, s.split, votes=((s.label, 0.75), (other[s.label], 0.25))) for s in table.samples
+    )
+    manifest = write_manifest(soft, tmp_path / "votes.csv")
+    train_set = ImageDataset(open_dataset(manifest).split("train"), ["angry", "happy", "neutral"], Preprocessing())
+    assert train_set.soft_targets is not None and sorted(train_set.soft_targets[0].tolist()) == [0.0, 0.25, 0.75]
+    result = train(load_config(values={"data.path": str(manifest), "out": str(tmp_path / "run"), "epochs": 3,
+                                       "data.batch_size": 32}))
+    assert result.best_val_acc > 0.6
+    with pytest.raises(FerlabError, match="soft labels"):
+        train(load_config(values={"data.path": str(manifest), "out": str(tmp_path / "run2"), "epochs": 1,
+                                  "data.augment.mixup": 0.2}))

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import v2
 
-__all__ = ["Preprocessing", "augmentation", "normalize", "to_pixels"]
+__all__ = ["Preprocessing", "normalize", "to_pixels"]
 
 
 @dataclass(frozen=True)
@@ -64,10 +63,3 @@ def normalize(pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     std = torch.tensor(prep.std, dtype=torch.float32).view(-1, 1, 1)
     return (pixels.float() / 255.0 - mean) / std
 
-
-def augmentation() -> v2.Transform:
-    """Light training augmentation on uint8 tensors: mirror, small rotation, shift and zoom."""
-    return v2.Compose([
-        v2.RandomHorizontalFlip(),
-        v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)),
-    ])

@@ -59,6 +59,7 @@ def evaluate(
         "model": str(model) if not isinstance(model, LoadedModel) else loaded.meta.architecture,
         "data": str(data),
         "split": "+".join(name or "unsplit" for name in table.splits()),
+        "skipped": dataset.skipped,
         **classification_metrics(targets, probs, loaded.classes),
     }
     out = Path(out)
@@ -67,7 +68,7 @@ def evaluate(
     rows = [
         {"source": s.source, "true": s.label, "predicted": loaded.classes[p.argmax()],
          **{c: round(float(v), 6) for c, v in zip(loaded.classes, p)}}
-        for s, p in zip(table.samples, probs)
+        for s, p in zip(dataset.samples, probs)
     ]
     write_csv(out / "predictions.csv", rows, ["source", "true", "predicted", *loaded.classes])
     return metrics

@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 
-from ferlab._io import atomic_path
+from ferlab._io import save_figure
 
 __all__ = ["plot_confusion_matrix"]
 
@@ -27,6 +27,4 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
         text.set_text(f"{rates[i, j]:.2f}\n({counts[i, j]})")
     ax.set_title(title or "Confusion matrix (rows: true class, normalised)")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return Path(path)
+    return save_figure(fig, path)

@@ -14,6 +14,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ferlab.data.augment import AugmentConfig
+from ferlab.data.imbalance import BALANCING
 from ferlab.errors import FerlabError
 
 __all__ = ["DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "config_to_yaml", "load_config"]
@@ -25,18 +27,31 @@ OPTIMIZERS = ("adam", "sgd")
 class DataConfig:
     """Which data, which classes, and how it is fed.
 
-    `image_size` and `channels` default to the model's own (48, grayscale for the CNNs).
+    Attributes:
+        classes: a subset of the classes (default: all present).
+        merge: classes relabelled into others, e.g. ``{angry: [disgust]}``.
+        image_size, channels: default to the model's own (48, grayscale for the CNNs).
+        val_fraction, test_fraction: shares split off data that lacks those splits.
+        groups: subject pattern (ckplus, jaffe, kdef or a regex) so that splits
+            made here never put one person in two splits.
+        balance: none, inverse or effective (loss weights), sampler or oversample.
+        augment: a preset plus knobs (see `ferlab.data.augment`).
+        cache_dir: folder for decoded pixels reused across runs (none: memory only).
     """
 
     path: str = ""
     classes: list[str] | None = None
+    merge: dict[str, list[str]] = field(default_factory=dict)
     image_size: int | None = None
     channels: int | None = None
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    groups: str | None = None
     batch_size: int = 64
     num_workers: int = 0
-    augment: bool = True
+    balance: str = "none"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -74,12 +89,17 @@ class TrainConfig:
             (self.epochs >= 1, "epochs", "must be at least 1"),
             (self.data.batch_size >= 1, "data.batch_size", "must be at least 1"),
             (self.data.channels in (None, 1, 3), "data.channels", "must be 1 or 3"),
+            (self.data.balance in BALANCING, "data.balance", f"must be one of {BALANCING}"),
             (0 < self.data.val_fraction < 1, "data.val_fraction", "must lie between 0 and 1"),
             (0 <= self.data.test_fraction < 1 - self.data.val_fraction, "data.test_fraction", "must lie in [0, 1 - val_fraction)"),
         ]
         for ok, name, rule in checks:
             if not ok:
                 raise FerlabError(f"config field {name} {rule}")
+        try:
+            self.data.augment.resolved()
+        except FerlabError as err:
+            raise FerlabError(f"config field data.augment: {err}") from None
 
 
 def load_config(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning as L
 import torch
 from torch import nn
@@ -14,11 +16,16 @@ __all__ = ["Classifier"]
 class Classifier(L.LightningModule):
     """Cross-entropy training of `model`, logging loss and accuracy per epoch.
 
+    Targets are class indices, or (B, classes) shares for soft labels and
+    mixed batches; accuracy is taken against their largest share.
+
     Args:
         model: maps normalised images (B, C, H, W) to logits (B, classes).
         num_classes: number of outputs.
         optimizer: "adam" or "sgd".
         lr, momentum, weight_decay: optimizer settings (momentum is SGD's).
+        class_weights: per-class loss weights (imbalance), or None.
+        batch_mixing: mixup/cutmix over (images, class indices) training batches, or None.
     """
 
     def __init__(
@@ -30,9 +37,13 @@ class Classifier(L.LightningModule):
         lr: float = 1e-3,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
+        class_weights: torch.Tensor | None = None,
+        batch_mixing: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
+        self.register_buffer("class_weights", class_weights)
+        self.batch_mixing = batch_mixing
         self.optimizer_name = optimizer
         self.lr = lr
         self.momentum = momentum
@@ -45,9 +56,11 @@ class Classifier(L.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor:
         images, targets = batch
+        if stage == "train" and self.batch_mixing is not None:
+            images, targets = self.batch_mixing(images, targets)
         logits = self(images)
-        loss = F.cross_entropy(logits, targets)
-        accuracy(logits, targets)
+        loss = F.cross_entropy(logits, targets, weight=self.class_weights)
+        accuracy(logits, targets if targets.ndim == 1 else targets.argmax(dim=1))
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets))
         self.log(f"{stage}_acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
         return loss

@@ -11,10 +11,22 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ferlab._io import write_json, write_text
-from ferlab.data import ImageDataset, Preprocessing, augmentation, open_dataset, prepare_splits, select_classes
+from ferlab.data import (
+    ImageDataset,
+    Preprocessing,
+    balanced_sampler,
+    batch_mixing,
+    build_augmentation,
+    class_weights,
+    merge_classes,
+    open_dataset,
+    oversample_indices,
+    prepare_splits,
+    select_classes,
+)
 from ferlab.errors import FerlabError
 from ferlab.models import ModelMeta, build_model, model_entry, save_model
 from ferlab.training.callbacks import EpochMetricsCSV
@@ -56,6 +68,17 @@ def _best_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
 
 
+def _train_loader(dataset: ImageDataset, num_classes: int, cfg: TrainConfig, loader_args: dict) -> DataLoader:
+    """Shuffled batches, re-weighted or oversampled when `data.balance` asks for it."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if cfg.data.balance == "sampler":
+        return DataLoader(dataset, sampler=balanced_sampler(dataset.targets, num_classes, cfg.seed), **loader_args)
+    if cfg.data.balance == "oversample":
+        indices = oversample_indices(dataset.targets, num_classes, cfg.seed).tolist()
+        return DataLoader(Subset(dataset, indices), shuffle=True, generator=generator, **loader_args)
+    return DataLoader(dataset, shuffle=True, generator=generator, **loader_args)
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Train `cfg.model.name` on `cfg.data.path` and write the run folder `cfg.out`.
 
@@ -69,17 +92,24 @@ def train(cfg: TrainConfig) -> TrainResult:
     cfg.validate()
     run_dir = _check_run_dir(cfg.out)
     started = time.perf_counter()
-    table, classes = select_classes(open_dataset(cfg.data.path), cfg.data.classes)
+    table = open_dataset(cfg.data.path)
+    if cfg.data.merge:
+        table = merge_classes(table, cfg.data.merge)
+    table, classes = select_classes(table, cfg.data.classes)
     if len(classes) < 2:
         raise FerlabError(f"{cfg.data.path}: training needs at least two classes, found {classes}")
-    table = prepare_splits(table, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    table = prepare_splits(table, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed, groups=cfg.data.groups)
     prep = _resolve_preprocessing(cfg)
     meta = ModelMeta(cfg.model.name, tuple(classes), prep, dict(cfg.model.kwargs))
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are initialised
     model = build_model(meta)
-    # Decoding every image first means a bad file fails the run before its folder exists.
-    train_set = ImageDataset(table.split("train"), classes, prep, augmentation() if cfg.data.augment else None)
-    val_set = ImageDataset(table.split("val"), classes, prep)
+    # Decoding every image first means bad data fails the run before its folder exists.
+    train_set = ImageDataset(table.split("train"), classes, prep, build_augmentation(cfg.data.augment),
+                             cache_dir=cfg.data.cache_dir)
+    val_set = ImageDataset(table.split("val"), classes, prep, cache_dir=cfg.data.cache_dir)
+    mixing = batch_mixing(cfg.data.augment, len(classes))
+    if mixing is not None and train_set.soft_targets is not None:
+        raise FerlabError(f"{cfg.data.path} has soft labels (votes); mixup and cutmix need hard labels, set data.augment.mixup=0 data.augment.cutmix=0")
 
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = dataclasses.replace(
@@ -88,9 +118,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     write_text(run_dir / "config.yaml", config_to_yaml(resolved))
 
     loader_args = {"batch_size": cfg.data.batch_size, "num_workers": cfg.data.num_workers}
-    train_loader = DataLoader(
-        train_set, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed), **loader_args
-    )
+    train_loader = _train_loader(train_set, len(classes), cfg, loader_args)
     val_loader = DataLoader(val_set, **loader_args)
 
     module = Classifier(
@@ -100,6 +128,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         lr=cfg.optim.lr,
         momentum=cfg.optim.momentum,
         weight_decay=cfg.optim.weight_decay,
+        class_weights=(
+            class_weights(train_set.targets, len(classes), cfg.data.balance)
+            if cfg.data.balance in ("inverse", "effective") else None
+        ),
+        batch_mixing=mixing,
     )
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_acc", mode="max")
     epochs_csv = EpochMetricsCSV(run_dir / "metrics.csv")
@@ -129,6 +162,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         **{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(result).items()},
         "classes": classes,
         "samples": {name: table.split(name).label_counts() for name in table.splits()},
+        "skipped": train_set.skipped + val_set.skipped,
     })
     log.info("best val_acc %.4f at epoch %d; model saved in %s", result.best_val_acc, result.best_epoch, run_dir)
     return result
