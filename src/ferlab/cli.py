@@ -39,7 +39,7 @@ def _train(args: argparse.Namespace) -> None:
         "data.classes": args.classes.split(",") if args.classes else None,
         "data.batch_size": args.batch_size, "data.image_size": args.image_size, "data.channels": args.channels,
         "optim.name": args.optimizer, "optim.lr": args.lr, "seed": args.seed, "patience": args.patience,
-        "data.balance": args.balance, "data.cache_dir": args.cache_dir,
+        "data.balance": args.balance, "data.cache_dir": args.cache_dir, "data.soft_labels": args.soft_labels,
     }
     if args.augment:
         from dataclasses import asdict
@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--augment", help="preset none|light|medium|heavy, plus knobs: medium,rotation=20,mixup=0.2")
     train.add_argument("--balance", help="class imbalance: none, inverse or effective (loss weights), sampler, oversample")
     train.add_argument("--cache-dir", help="keep decoded pixels here for later runs")
+    train.add_argument("--soft-labels", action="store_true", default=None,
+                       help="train on vote shares where the data has them (FER+, a manifest's votes column)")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=3e-4")
     train.set_defaults(run=_train)
 

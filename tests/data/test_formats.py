@@ -66,8 +66,9 @@ def test_manifest_round_trip(tmp_path):
     table = read_manifest(_manifest(tmp_path, ["img/a.png,happy,", "img/b.png,sad,", "img/c.png,fear,"])).with_samples(samples)
     written = write_manifest(table, tmp_path / "out.csv")
     assert written.read_text().splitlines()[1].startswith("img/a.png,")  # relative to the manifest's folder
-    again = open_dataset(written)
+    again = open_dataset(written, soft_labels=True)
     assert again.samples == samples
+    assert [s.votes for s in open_dataset(written).samples] == [(), (), ()]  # hard labels unless asked
     assert again.split_counts() == {"train": 1, "val": 1, "unsplit": 1}
 
 
@@ -259,6 +260,7 @@ def test_ferplus_majority_aligned_with_fer2013(tmp_path, caplog):
 
 def test_ferplus_soft_votes(tmp_path):
     table = read_ferplus(_ferplus(tmp_path), mode="soft")
+    assert open_dataset(_ferplus(tmp_path / "again"), soft_labels=True).label_counts() == table.label_counts()
     assert [s.label for s in table.samples] == ["happy", "neutral", "sad", "angry", "surprise"]
     assert table.samples[0].votes == (("happy", 0.8), ("neutral", 0.2))
     assert table.samples[1].votes == (("neutral", 1.0),)

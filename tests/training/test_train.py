@@ -120,11 +120,12 @@ def test_soft_labels_from_manifest_votes_train(tree, tmp_path):
         Sample(s.source, s.label, s.split, votes=((s.label, 0.75), (other[s.label], 0.25))) for s in table.samples
     )
     manifest = write_manifest(soft, tmp_path / "votes.csv")
-    train_set = ImageDataset(open_dataset(manifest).split("train"), ["angry", "happy", "neutral"], Preprocessing())
+    classes = ["angry", "happy", "neutral"]
+    train_set = ImageDataset(open_dataset(manifest, soft_labels=True).split("train"), classes, Preprocessing())
     assert train_set.soft_targets is not None and sorted(train_set.soft_targets[0].tolist()) == [0.0, 0.25, 0.75]
-    result = train(load_config(values={"data.path": str(manifest), "out": str(tmp_path / "run"), "epochs": 3,
-                                       "data.batch_size": 32}))
+    assert ImageDataset(open_dataset(manifest).split("train"), classes, Preprocessing()).soft_targets is None
+    values = {"data.path": str(manifest), "data.soft_labels": True, "data.batch_size": 32}
+    result = train(load_config(values={**values, "out": str(tmp_path / "run"), "epochs": 3}))
     assert result.best_val_acc > 0.6
     with pytest.raises(FerlabError, match="soft labels"):
-        train(load_config(values={"data.path": str(manifest), "out": str(tmp_path / "run2"), "epochs": 1,
-                                  "data.augment.mixup": 0.2}))
+        train(load_config(values={**values, "out": str(tmp_path / "run2"), "epochs": 1, "data.augment.mixup": 0.2}))

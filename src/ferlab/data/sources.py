@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from ferlab.data.expw import expw_label_file, read_expw
@@ -18,26 +19,31 @@ from ferlab.errors import FerlabError
 
 __all__ = ["open_dataset", "select_classes"]
 
-_Reader = Callable[[Path], SampleTable]
+#: Reads a path; the flag asks for soft labels where the format has votes (FER+).
+_Reader = Callable[[Path, bool], SampleTable]
+
+
+def _ferplus(path: Path, soft: bool) -> SampleTable:
+    return read_ferplus(path, mode="soft" if soft else "majority")
 
 #: CSV formats: (header as shown in messages, the columns that tell it, reader).
 #: A header goes to the format it shares most telling columns with, so a
 #: half-right header still gets that reader's message about what is missing.
 _CSV_FORMATS: tuple[tuple[str, frozenset[str], _Reader], ...] = (
-    ("path,label[,split][,x,y,w,h][,votes] (a manifest)", frozenset({"path", "label"}), read_manifest),
-    ("emotion,pixels[,Usage] (FER2013)", frozenset({"emotion", "pixels"}), lambda p: read_fer2013_csv([p])),
-    ("Usage,Image name,neutral,...,unknown,NF (FER+ fer2013new.csv)", frozenset({"image name"}), read_ferplus),
+    ("path,label[,split][,x,y,w,h][,votes] (a manifest)", frozenset({"path", "label"}), lambda p, _: read_manifest(p)),
+    ("emotion,pixels[,Usage] (FER2013)", frozenset({"emotion", "pixels"}), lambda p, _: read_fer2013_csv([p])),
+    ("Usage,Image name,neutral,...,unknown,NF (FER+ fer2013new.csv)", frozenset({"image name"}), _ferplus),
 )
 
 #: Folders recognised by a file they hold, tried before FER2013 CSV folders and class-folder trees.
 _FOLDER_FORMATS: tuple[tuple[Callable[[Path], bool], _Reader], ...] = (
-    (lambda p: expw_label_file(p) is not None, read_expw),
-    (lambda p: rafdb_label_file(p) is not None, read_rafdb),
-    (lambda p: (p / "fer2013new.csv").is_file(), lambda p: read_ferplus(p / "fer2013new.csv")),
+    (lambda p: expw_label_file(p) is not None, lambda p, _: read_expw(p)),
+    (lambda p: rafdb_label_file(p) is not None, lambda p, _: read_rafdb(p)),
+    (lambda p: (p / "fer2013new.csv").is_file(), lambda p, soft: _ferplus(p / "fer2013new.csv", soft)),
 )
 
 
-def _read_csv(path: Path) -> SampleTable:
+def _read_csv(path: Path, soft: bool) -> SampleTable:
     """Read a CSV with the reader its header names."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -48,10 +54,10 @@ def _read_csv(path: Path) -> SampleTable:
     if not columns & header:
         accepted = "; ".join(shown for shown, _, _ in _CSV_FORMATS)
         raise FerlabError(f"{path}: unknown CSV header {sorted(header)}; expected one of: {accepted}")
-    return read(path)
+    return read(path, soft)
 
 
-def open_dataset(path: str | Path) -> SampleTable:
+def open_dataset(path: str | Path, *, soft_labels: bool = False) -> SampleTable:
     """Read a dataset, recognising its format from the path.
 
     Files: a ``.zip`` of class folders, or a CSV told by its header (a manifest,
@@ -60,22 +66,32 @@ def open_dataset(path: str | Path) -> SampleTable:
     ``fer2013new.csv``), FER2013 CSVs with no sub-folders (Kaggle's
     ``fer2013.csv`` or ``train.csv`` + ``test.csv``), else a class-folder tree.
 
+    Args:
+        soft_labels: keep vote shares (FER+ soft mode, a manifest's ``votes``);
+            by default every sample has its hard (majority) label only.
+
     Raises:
         FerlabError: the path is missing, of an unknown kind, or malformed.
     """
-    path = Path(path).expanduser()
+    table = _read(Path(path).expanduser(), soft_labels)
+    if soft_labels or not any(s.votes for s in table.samples):
+        return table
+    return table.with_samples(replace(s, votes=()) for s in table.samples)
+
+
+def _read(path: Path, soft: bool) -> SampleTable:
     if not path.exists():
         raise FerlabError(f"no such file or folder: {path}")
     suffix = path.suffix.lower()
     if path.is_file() and suffix == ".zip":
         return read_zip_tree(path)
     if path.is_file() and suffix == ".csv":
-        return _read_csv(path)
+        return _read_csv(path, soft)
     if path.is_file():
         raise FerlabError(f"unsupported dataset file {path}: expected a folder, a .zip of class folders, or a .csv")
     for detect, read in _FOLDER_FORMATS:
         if detect(path):
-            return read(path)
+            return read(path, soft)
     entries = [p for p in path.iterdir() if not p.name.startswith(".")]
     csvs = sorted(p for p in entries if p.is_file() and p.suffix.lower() == ".csv")
     if csvs and not any(p.is_dir() for p in entries):

@@ -34,6 +34,8 @@ class DataConfig:
         val_fraction, test_fraction: shares split off data that lacks those splits.
         groups: subject pattern (ckplus, jaffe, kdef or a regex) so that splits
             made here never put one person in two splits.
+        soft_labels: train on vote shares where the data has them (FER+, a
+            manifest's votes column) instead of the majority label.
         balance: none, inverse or effective (loss weights), sampler or oversample.
         augment: a preset plus knobs (see `ferlab.data.augment`).
         cache_dir: folder for decoded pixels reused across runs (none: memory only).
@@ -47,6 +49,7 @@ class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     groups: str | None = None
+    soft_labels: bool = False
     batch_size: int = 64
     num_workers: int = 0
     balance: str = "none"

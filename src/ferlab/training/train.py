@@ -92,7 +92,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     cfg.validate()
     run_dir = _check_run_dir(cfg.out)
     started = time.perf_counter()
-    table = open_dataset(cfg.data.path)
+    table = open_dataset(cfg.data.path, soft_labels=cfg.data.soft_labels)
     if cfg.data.merge:
         table = merge_classes(table, cfg.data.merge)
     table, classes = select_classes(table, cfg.data.classes)
