@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from ferlab.data.transforms import Preprocessing
 from ferlab.errors import FerlabError
 
-__all__ = ["ModelEntry", "create_model", "list_models", "model_entry", "register_model"]
+__all__ = [
+    "ModelEntry",
+    "add_entry",
+    "check_input",
+    "count_parameters",
+    "create_model",
+    "list_models",
+    "model_entry",
+    "register_family",
+    "register_model",
+]
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,19 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+#: Name prefixes (``timm:``) whose entries are made on demand from the rest of the name.
+_FAMILIES: dict[str, Callable[[str], ModelEntry]] = {}
+
+
+def register_family(prefix: str, resolve: Callable[[str], ModelEntry]) -> None:
+    """Let ``prefix + name`` create models by `resolve(name)`, e.g. ``timm:resnet18``.
+
+    Raises:
+        ValueError: the prefix is taken.
+    """
+    if prefix in _FAMILIES:
+        raise ValueError(f"model family {prefix!r} is already registered")
+    _FAMILIES[prefix] = resolve
 
 
 def register_model(
@@ -38,21 +63,35 @@ def register_model(
     """
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        key = name or builder.__name__
-        if key in _REGISTRY:
-            raise ValueError(f"model {key!r} is already registered")
         doc = (builder.__doc__ or "").strip().splitlines()
-        _REGISTRY[key] = ModelEntry(key, builder, preprocessing, doc[0] if doc else "")
+        add_entry(ModelEntry(name or builder.__name__, builder, preprocessing, doc[0] if doc else ""))
         return builder
 
     return decorate
 
 
+def add_entry(entry: ModelEntry) -> None:
+    """Register a ready entry (builders made in a loop, e.g. the timm short names).
+
+    Raises:
+        ValueError: the name is taken.
+    """
+    if entry.name in _REGISTRY:
+        raise ValueError(f"model {entry.name!r} is already registered")
+    _REGISTRY[entry.name] = entry
+
+
 def model_entry(name: str) -> ModelEntry:
-    """Raises: FerlabError: no model of that name."""
-    if name not in _REGISTRY:
-        raise FerlabError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
-    return _REGISTRY[name]
+    """Raises: FerlabError: no model of that name (the message lists close matches)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    for prefix, resolve in _FAMILIES.items():
+        if name.startswith(prefix):
+            return resolve(name[len(prefix):])
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=4, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    families = "".join(f", or {prefix}<name>" for prefix in _FAMILIES)
+    raise FerlabError(f"unknown model {name!r}; {hint}registered: {', '.join(list_models())}{families}")
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -82,3 +121,25 @@ def create_model(
         )
     except TypeError as err:
         raise FerlabError(f"model {name!r}: {err}") from None
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def check_input(model: nn.Module, name: str, in_chans: int, input_size: int) -> None:
+    """Run a zero batch through `model` so that an input it cannot take fails before any data is read.
+
+    Raises:
+        FerlabError: the forward pass fails; names the model and the input.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_chans, input_size, input_size))
+    except (RuntimeError, ValueError, IndexError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FerlabError(f"model {name!r} cannot take {in_chans}x{input_size}x{input_size} input: {first}") from None
+    finally:
+        model.train(was_training)

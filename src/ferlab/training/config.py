@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ferlab.data.augment import AugmentConfig
 from ferlab.data.imbalance import BALANCING
 from ferlab.errors import FerlabError
+from ferlab.models.freezing import parse_freeze
 
 __all__ = ["DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "config_to_yaml", "load_config"]
 
@@ -59,16 +60,30 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """A registered model (``ferlab models``) and how it starts.
+
+    Attributes:
+        kwargs: builder options, e.g. ``dropout`` or a backbone's ``head_hidden``.
+        pretrained: for timm backbones: ``hub`` (download once into the
+            Hugging Face cache) or a local weights file.
+        freeze: none, backbone, last:N, first:N or gradual:K (see `ferlab.models.freezing`).
+    """
+
     name: str = "cnn3_bn"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None
+    freeze: str = "none"
 
 
 @dataclass
 class OptimConfig:
+    """The optimizer; `backbone_lr_scale` < 1 fine-tunes a pretrained backbone slower than its new head."""
+
     name: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
+    backbone_lr_scale: float = 1.0
 
 
 @dataclass
@@ -89,6 +104,7 @@ class TrainConfig:
             (bool(self.out), "out", "is required"),
             (self.optim.name in OPTIMIZERS, "optim.name", f"must be one of {OPTIMIZERS}"),
             (self.optim.lr > 0, "optim.lr", "must be positive"),
+            (self.optim.backbone_lr_scale >= 0, "optim.backbone_lr_scale", "must not be negative"),
             (self.epochs >= 1, "epochs", "must be at least 1"),
             (self.data.batch_size >= 1, "data.batch_size", "must be at least 1"),
             (self.data.channels in (None, 1, 3), "data.channels", "must be 1 or 3"),
@@ -99,10 +115,11 @@ class TrainConfig:
         for ok, name, rule in checks:
             if not ok:
                 raise FerlabError(f"config field {name} {rule}")
-        try:
-            self.data.augment.resolved()
-        except FerlabError as err:
-            raise FerlabError(f"config field data.augment: {err}") from None
+        for name, check in (("data.augment", self.data.augment.resolved), ("model.freeze", lambda: parse_freeze(self.model.freeze))):
+            try:
+                check()
+            except FerlabError as err:
+                raise FerlabError(f"config field {name}: {err}") from None
 
 
 def load_config(

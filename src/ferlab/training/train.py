@@ -28,7 +28,7 @@ from ferlab.data import (
     select_classes,
 )
 from ferlab.errors import FerlabError
-from ferlab.models import ModelMeta, build_model, model_entry, save_model
+from ferlab.models import ModelMeta, build_model, check_input, model_entry, save_model
 from ferlab.training.callbacks import EpochMetricsCSV
 from ferlab.training.config import TrainConfig, config_to_yaml
 from ferlab.training.module import Classifier
@@ -71,6 +71,8 @@ def _best_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
 def _train_loader(dataset: ImageDataset, num_classes: int, cfg: TrainConfig, loader_args: dict) -> DataLoader:
     """Shuffled batches, re-weighted or oversampled when `data.balance` asks for it."""
     generator = torch.Generator().manual_seed(cfg.seed)
+    # A last batch of one image would break BatchNorm in dense layers; drop the ragged end.
+    loader_args = {**loader_args, "drop_last": len(dataset) > cfg.data.batch_size}
     if cfg.data.balance == "sampler":
         return DataLoader(dataset, sampler=balanced_sampler(dataset.targets, num_classes, cfg.seed), **loader_args)
     if cfg.data.balance == "oversample":
@@ -100,9 +102,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise FerlabError(f"{cfg.data.path}: training needs at least two classes, found {classes}")
     table = prepare_splits(table, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed, groups=cfg.data.groups)
     prep = _resolve_preprocessing(cfg)
-    meta = ModelMeta(cfg.model.name, tuple(classes), prep, dict(cfg.model.kwargs))
+    kwargs = {**cfg.model.kwargs, **({"pretrained": cfg.model.pretrained} if cfg.model.pretrained else {})}
+    meta = ModelMeta(cfg.model.name, tuple(classes), prep, kwargs)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are initialised
     model = build_model(meta)
+    check_input(model, cfg.model.name, prep.channels, prep.input_size)
+    own_classes = getattr(model, "classes", None)  # an ensemble's members fix its classes
+    if own_classes is not None and tuple(own_classes) != tuple(classes):
+        raise FerlabError(f"{cfg.model.name} predicts {list(own_classes)} but {cfg.data.path} has {classes}")
     # Decoding every image first means bad data fails the run before its folder exists.
     train_set = ImageDataset(table.split("train"), classes, prep, build_augmentation(cfg.data.augment),
                              cache_dir=cfg.data.cache_dir)
@@ -133,6 +140,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             if cfg.data.balance in ("inverse", "effective") else None
         ),
         batch_mixing=mixing,
+        backbone_lr_scale=cfg.optim.backbone_lr_scale,
+        freeze=cfg.model.freeze,
     )
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_acc", mode="max")
     epochs_csv = EpochMetricsCSV(run_dir / "metrics.csv")
