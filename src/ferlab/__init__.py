@@ -22,6 +22,8 @@ _LAZY = {
     "create_model": "ferlab.models",
     "list_models": "ferlab.models",
     "load_model": "ferlab.models",
+    "save_ensemble": "ferlab.models",
+    "scan": "ferlab.data",
     "TrainConfig": "ferlab.training",
     "load_config": "ferlab.training",
     "train": "ferlab.training",

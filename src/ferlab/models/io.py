@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,14 @@ def build_model(meta: ModelMeta) -> nn.Module:
 
 
 def save_model(model: nn.Module, meta: ModelMeta, directory: str | Path) -> Path:
-    """Write ``model.safetensors`` and ``model.json`` into `directory`; returns the weights path."""
+    """Write ``model.safetensors`` and ``model.json`` into `directory`; returns the weights path.
+
+    A model with a ``stored_kwargs()`` method (an ensemble) saves those as its builder
+    arguments, so that ``model.json`` does not depend on the files it was built from.
+    """
+    stored_kwargs = getattr(model, "stored_kwargs", None)
+    if callable(stored_kwargs):
+        meta = replace(meta, model_kwargs=stored_kwargs())
     directory = Path(directory)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
