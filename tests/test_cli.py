@@ -78,3 +78,23 @@ def test_data_scan_clean_restore(tmp_path, capsys):
     assert before == {p: p.read_bytes() for p in faces.rglob("*") if p.is_file()}
     assert main(["data", "clean", str(faces), "--quarantine", str(faces / "q")]) == 2
     assert "inside" in capsys.readouterr().err
+
+
+def test_models_listing_details_and_close_matches(capsys):
+    assert main(["models", "cnn*"]) == 0
+    out = capsys.readouterr().out
+    assert "1,274,823" in out and "48x48 x1" in out and "resnet50" not in out
+    assert main(["models", "mini_xception"]) == 0
+    out = capsys.readouterr().out
+    assert "SeparableConv" in out or "Conv2d" in out
+    assert "56,951 (56,951 trainable)" in out
+    assert main(["models", "resnt50"]) == 2
+    assert "did you mean resnet50" in capsys.readouterr().err
+
+
+def test_ensemble_command(trained_run, tmp_path, capsys):
+    out = tmp_path / "ens"
+    assert main(["ensemble", str(trained_run), str(trained_run), "--weights", "0.7,0.3", "--out", str(out)]) == 0
+    assert json.loads((out / "model.json").read_text())["architecture"] == "ensemble"
+    assert main(["ensemble", str(trained_run), "--weights", "1,2", "--out", str(tmp_path / "bad")]) == 2
+    assert "weights" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +18,8 @@ EXAMPLES = """examples:
   ferlab train --config configs/cnn3_bn.yaml --out runs/cnn3 optim.lr=3e-4 data.classes=[angry,happy,neutral]
   ferlab evaluate --model runs/cnn3 --data fer2013-train-val.zip --out runs/cnn3/eval
   ferlab predict --model runs/cnn3 faces/ photo.jpg --out predictions/
+  ferlab train --data faces/ --model resnet50 --image-size 48 --channels 1 --pretrained hub --freeze last:2
+  ferlab ensemble runs/cnn3 runs/resnet --method mean --out runs/ensemble
   ferlab data scan my-faces/ --out scan/ && ferlab data clean my-faces/ --quarantine quarantine/
   ferlab data split ckplus/ --ratios 70/10/20 --groups ckplus --out ckplus-split/
 """
@@ -39,6 +42,7 @@ def _train(args: argparse.Namespace) -> None:
         "data.classes": args.classes.split(",") if args.classes else None,
         "data.batch_size": args.batch_size, "data.image_size": args.image_size, "data.channels": args.channels,
         "optim.name": args.optimizer, "optim.lr": args.lr, "seed": args.seed, "patience": args.patience,
+        "model.pretrained": args.pretrained, "model.freeze": args.freeze,
         "data.balance": args.balance, "data.cache_dir": args.cache_dir, "data.soft_labels": args.soft_labels,
     }
     if args.augment:
@@ -73,12 +77,32 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _models(args: argparse.Namespace) -> None:
-    from ferlab.models import list_models, model_entry
+    from ferlab.models import create_model, model_entry
+    from ferlab.models.summary import layer_table, summarize_models
 
-    for name in list_models(args.pattern):
-        entry = model_entry(name)
+    if not any(c in args.pattern for c in "*?["):  # a name: unknown ones get close matches
+        entry = model_entry(args.pattern)
         prep = entry.preprocessing
-        print(f"{name:16s} {prep.input_size}x{prep.input_size}x{prep.channels}  {entry.description}")
+        print(f"{entry.name}: {entry.description}\ndefault input {prep.input_size}x{prep.input_size}x{prep.channels}, "
+              f"mean {prep.mean}, std {prep.std}; 7 classes\n")
+        print(layer_table(create_model(entry.name, num_classes=7)))
+        return
+    summaries = summarize_models(args.pattern)
+    if not summaries:
+        raise FerlabError(f"no registered model matches {args.pattern!r}; `ferlab models` lists them all")
+    print(f"{'model':16s} {'params':>12s}  {'input':>9s}  description")
+    for s in summaries:
+        params = f"{s.params:,d}" if s.params is not None else "-"
+        print(f"{s.name:16s} {params:>12s}  {s.input_size:>3d}x{s.input_size:<3d}x{s.channels}  {s.description}")
+    print("\nalso: timm:<name> for any timm model; `ferlab models NAME` shows one model's layers")
+
+
+def _ensemble(args: argparse.Namespace) -> None:
+    from ferlab.models import save_ensemble
+
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    path = save_ensemble(args.members, args.out, method=args.method, weights=weights)
+    print(f"{args.method} ensemble of {len(args.members)} models written to {path.parent}")
 
 
 def _merges(specs: Sequence[str] | None) -> dict[str, list[str]]:
@@ -229,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float)
     train.add_argument("--seed", type=int)
     train.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    train.add_argument("--pretrained", help="timm backbones: 'hub' (download once) or a local weights file")
+    train.add_argument("--freeze", help="none, backbone, last:N, first:N or gradual:K")
     train.add_argument("--augment", help="preset none|light|medium|heavy, plus knobs: medium,rotation=20,mixup=0.2")
     train.add_argument("--balance", help="class imbalance: none, inverse or effective (loss weights), sampler, oversample")
     train.add_argument("--cache-dir", help="keep decoded pixels here for later runs")
@@ -250,9 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="output folder")
     predict.set_defaults(run=_predict)
 
-    models = commands.add_parser("models", help="list registered models")
-    models.add_argument("pattern", nargs="?", default="*", help="name filter, e.g. 'cnn*'")
+    models = commands.add_parser("models", help="list registered models, or show one model's layers")
+    models.add_argument("pattern", nargs="?", default="*", help="a model name (shows its layers) or a filter such as 'cnn*'")
     models.set_defaults(run=_models)
+    ensemble = commands.add_parser(
+        "ensemble", help="combine trained models by (weighted) probability averaging or majority vote",
+        description="A stacking ensemble (a head trained on the members' features) is trained with "
+                    "`ferlab train --model ensemble model.kwargs.members=[runs/a,runs/b] model.kwargs.method=stacking`.",
+    )
+    ensemble.add_argument("members", nargs="+", metavar="MODEL", help="run folders or model .safetensors files")
+    ensemble.add_argument("--method", choices=("mean", "vote"), default="mean")
+    ensemble.add_argument("--weights", help="comma-separated member weights, e.g. 0.6,0.4")
+    ensemble.add_argument("--out", required=True, help="new folder for the ensemble model")
+    ensemble.set_defaults(run=_ensemble)
     _add_data_commands(commands)
     return parser
 
@@ -273,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ferlab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and cut short; Python's documented remedy
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 
