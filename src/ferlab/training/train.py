@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader, Subset
 
 from ferlab._io import write_json, write_text
@@ -81,12 +82,15 @@ def _train_loader(dataset: ImageDataset, num_classes: int, cfg: TrainConfig, loa
     return DataLoader(dataset, shuffle=True, generator=generator, **loader_args)
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train `cfg.model.name` on `cfg.data.path` and write the run folder `cfg.out`.
 
     The run folder holds ``config.yaml`` (resolved), ``metrics.csv`` (one row per
     epoch), ``model.safetensors`` + ``model.json`` (the best epoch by validation
     accuracy) and ``summary.json``.
+
+    Args:
+        callbacks: extra Lightning callbacks (e.g. a hyperparameter search's pruning).
 
     Raises:
         FerlabError: bad config, data or output folder.
@@ -153,7 +157,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         logger=False,
         default_root_dir=run_dir,
         enable_model_summary=False,
-        callbacks=[checkpoint, EarlyStopping("val_acc", mode="max", patience=cfg.patience), epochs_csv],
+        callbacks=[checkpoint, EarlyStopping("val_acc", mode="max", patience=cfg.patience), epochs_csv, *callbacks],
     )
     trainer.fit(module, train_loader, val_loader)
 
