@@ -98,3 +98,8 @@ def test_ensemble_command(trained_run, tmp_path, capsys):
     assert json.loads((out / "model.json").read_text())["architecture"] == "ensemble"
     assert main(["ensemble", str(trained_run), "--weights", "1,2", "--out", str(tmp_path / "bad")]) == 2
     assert "weights" in capsys.readouterr().err
+
+
+def test_train_resume_flag_names_a_folder_that_cannot_be_resumed(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "cannot resume" in capsys.readouterr().err

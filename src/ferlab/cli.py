@@ -16,6 +16,8 @@ log = logging.getLogger("ferlab")
 EXAMPLES = """examples:
   ferlab train --data fer2013-train-val.zip --model cnn3_bn --epochs 30 --out runs/cnn3
   ferlab train --config configs/cnn3_bn.yaml --out runs/cnn3 optim.lr=3e-4 data.classes=[angry,happy,neutral]
+  ferlab train --data faces/ --model cnn5_leaky --out runs/c5 optim.label_smoothing=0.1 schedule.name=plateau
+  ferlab train --resume runs/c5
   ferlab evaluate --model runs/cnn3 --data fer2013-train-val.zip --out runs/cnn3/eval
   ferlab predict --model runs/cnn3 faces/ photo.jpg --out predictions/
   ferlab train --data faces/ --model resnet50 --image-size 48 --channels 1 --pretrained hub --freeze last:2
@@ -35,14 +37,21 @@ DATA_EXAMPLES = """examples:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from ferlab.training import load_config, train
+    from ferlab.training import load_config, resume, train
+
+    if args.resume:
+        result = resume(args.resume)
+        print(f"best val accuracy {result.best_val_acc:.4f} (epoch {result.best_epoch} of {result.epochs_run}); "
+              f"model in {result.run_dir}")
+        return
 
     flags = {
         "data.path": args.data, "model.name": args.model, "epochs": args.epochs, "out": args.out,
         "data.classes": args.classes.split(",") if args.classes else None,
         "data.batch_size": args.batch_size, "data.image_size": args.image_size, "data.channels": args.channels,
         "optim.name": args.optimizer, "optim.lr": args.lr, "seed": args.seed, "patience": args.patience,
-        "model.pretrained": args.pretrained, "model.freeze": args.freeze,
+        "model.pretrained": args.pretrained, "model.freeze": args.freeze, "precision": args.precision,
+        "devices": args.devices, "num_nodes": args.num_nodes,
         "data.balance": args.balance, "data.cache_dir": args.cache_dir, "data.soft_labels": args.soft_labels,
     }
     if args.augment:
@@ -249,10 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--image-size", type=int, help="input side in pixels (model default: 48)")
     train.add_argument("--channels", type=int, choices=(1, 3))
-    train.add_argument("--optimizer", choices=("adam", "sgd"))
+    train.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"))
     train.add_argument("--lr", type=float)
     train.add_argument("--seed", type=int)
     train.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    train.add_argument("--precision", help="32, bf16-mixed or 16-mixed")
+    train.add_argument("--devices", type=int, help="devices (GPUs or CPU processes); more than one trains with DDP")
+    train.add_argument("--num-nodes", type=int, help="machines for multi-node DDP")
     train.add_argument("--pretrained", help="timm backbones: 'hub' (download once) or a local weights file")
     train.add_argument("--freeze", help="none, backbone, last:N, first:N or gradual:K")
     train.add_argument("--augment", help="preset none|light|medium|heavy, plus knobs: medium,rotation=20,mixup=0.2")

@@ -26,7 +26,11 @@ def test_effective_number_weights():
 
 
 def test_sampler_draws_classes_about_equally():
-    drawn = collections.Counter(TARGETS[i] for seed in range(30) for i in balanced_sampler(TARGETS, 3, seed))
+    sampler = balanced_sampler(TARGETS, 3, seed=0)
+    drawn = collections.Counter()
+    for epoch in range(30):
+        sampler.set_epoch(epoch)
+        drawn.update(TARGETS[i] for i, _ in sampler)
     shares = np.array([drawn[c] for c in range(3)]) / sum(drawn.values())
     np.testing.assert_allclose(shares, 1 / 3, atol=0.03)
 
@@ -41,3 +45,15 @@ def test_oversampling_equalises_counts_and_keeps_every_original():
 def test_a_class_without_samples_is_named():
     with pytest.raises(FerlabError, match=r"no training samples \(class indices \[1\]\)"):
         class_weights([0, 0, 2], 3)
+
+
+def test_epoch_sampler_order_depends_on_seed_and_epoch_only():
+    from ferlab.data.sampling import EpochSampler
+
+    def order(seed, epoch):
+        sampler = EpochSampler(range(50), seed)
+        sampler.set_epoch(epoch)
+        return [i for i, _ in sampler]
+
+    assert sorted(order(0, 3)) == list(range(50))
+    assert order(0, 3) == order(0, 3) and order(0, 3) != order(0, 4) and order(0, 3) != order(1, 3)

@@ -11,6 +11,7 @@ from ferlab.data.manifest import read_manifest, write_manifest
 from ferlab.data.quarantine import CleanResult, QuarantinedFile, clean, restore
 from ferlab.data.rafdb import read_rafdb
 from ferlab.data.samples import Sample, SampleTable
+from ferlab.data.sampling import EpochSampler
 from ferlab.data.scan import KINDS, DuplicateGroup, Finding, ScanReport, format_report, load_report, scan, write_report
 from ferlab.data.sources import open_dataset, select_classes
 from ferlab.data.splits import (
@@ -30,6 +31,7 @@ __all__ = [
     "KINDS",
     "CleanResult",
     "DuplicateGroup",
+    "EpochSampler",
     "Finding",
     "QuarantinedFile",
     "ScanReport",

@@ -106,9 +106,15 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`item` is an index, or (index, draw key) from `EpochSampler`: the key then seeds the augmentation."""
+        i, key = item if isinstance(item, tuple) else (item, None)
         pixels = self.pixels[i]
-        if self.augment is not None:
+        if self.augment is not None and key is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(key % 2**63)
+                pixels = self.augment(pixels)
+        elif self.augment is not None:
             pixels = self.augment(pixels)
         target = self.targets[i] if self.soft_targets is None else self.soft_targets[i]
         return normalize(pixels, self.prep), target

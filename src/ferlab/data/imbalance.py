@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from sklearn.utils.class_weight import compute_class_weight
-from torch.utils.data import WeightedRandomSampler
 
+from ferlab.data.sampling import EpochSampler
 from ferlab.errors import FerlabError
 
 __all__ = ["BALANCING", "balanced_sampler", "class_weights", "oversample_indices"]
@@ -51,14 +51,11 @@ def class_weights(
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def balanced_sampler(targets: Sequence[int] | torch.Tensor, num_classes: int, seed: int) -> WeightedRandomSampler:
-    """Draws len(targets) samples per epoch, every class with equal probability."""
+def balanced_sampler(targets: Sequence[int] | torch.Tensor, num_classes: int, seed: int) -> EpochSampler:
+    """Draws len(targets) samples per epoch with replacement, every class with equal probability."""
     counts = _class_counts(targets, num_classes)
     weights = 1.0 / counts[np.asarray(targets, dtype=np.int64)]
-    return WeightedRandomSampler(
-        torch.as_tensor(weights, dtype=torch.double), len(weights), replacement=True,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    return EpochSampler(range(len(weights)), seed, weights=weights.tolist())
 
 
 def oversample_indices(targets: Sequence[int] | torch.Tensor, num_classes: int, seed: int) -> np.ndarray:

@@ -1,23 +1,28 @@
-"""A per-epoch metrics CSV.
+"""Small callbacks: a per-epoch metrics CSV, and per-epoch seeding for exact resumes.
 
 Lightning's CSVLogger writes training and validation metrics on separate rows
-keyed by step; users want one row per epoch, so this small callback writes that.
+keyed by step; users want one row per epoch, so `EpochMetricsCSV` writes that.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.seed import seed_everything
 
 from ferlab._io import write_csv
 
-__all__ = ["EpochMetricsCSV"]
+__all__ = ["EpochMetricsCSV", "EpochSeeding"]
 
 
 class EpochMetricsCSV(L.Callback):
-    """Rewrites `path` (atomically) after every epoch: epoch, losses, accuracies, lr, seconds."""
+    """Rewrites `path` (atomically, on the main process) after every epoch: epoch, losses, accuracies, lr, seconds.
+
+    Its rows are part of the checkpoint, so a resumed run continues the same file.
+    """
 
     COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
@@ -35,7 +40,28 @@ class EpochMetricsCSV(L.Callback):
         for name in self.COLUMNS[1:5]:
             if name in metrics:
                 row[name] = round(float(metrics[name]), 6)
-        row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        row["lr"] = trainer.optimizers[0].param_groups[-1]["lr"]  # the head's
         row["seconds"] = round(time.perf_counter() - self._started, 3)
         self.rows.append(row)
-        write_csv(self.path, self.rows, list(self.COLUMNS))
+        if trainer.is_global_zero:
+            write_csv(self.path, self.rows, list(self.COLUMNS))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+
+
+class EpochSeeding(L.Callback):
+    """Reseeds every random generator from (seed, epoch) when an epoch starts.
+
+    Dropout, augmentation and mixing then draw the same numbers in epoch k
+    whether the run went straight through or was resumed from a checkpoint.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seed_everything(self.seed * 100_003 + trainer.current_epoch + trainer.global_rank * 7919, verbose=False)

@@ -18,10 +18,12 @@ from ferlab.data.augment import AugmentConfig
 from ferlab.data.imbalance import BALANCING
 from ferlab.errors import FerlabError
 from ferlab.models.freezing import parse_freeze
+from ferlab.training.optim import OPTIMIZERS, SCHEDULES
 
-__all__ = ["DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "config_to_yaml", "load_config"]
+__all__ = ["DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "config_to_yaml", "load_config"]
 
-OPTIMIZERS = ("adam", "sgd")
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+LOGGERS = ("tensorboard", "mlflow")
 
 
 @dataclass
@@ -77,24 +79,74 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """The optimizer; `backbone_lr_scale` < 1 fine-tunes a pretrained backbone slower than its new head."""
+    """The optimizer and the loss's regularisers.
+
+    Attributes:
+        name: sgd, adam, adamw or rmsprop.
+        momentum: SGD's and RMSprop's; `nesterov` applies to SGD.
+        weight_decay: L2 (decoupled for AdamW); with `l1` it makes an elastic net.
+        l1: weight of the L1 penalty on weights (not biases or norms) added to the loss.
+        label_smoothing: cross-entropy label smoothing (e.g. 0.1).
+        grad_clip: clip the gradient norm to this value (0: no clipping).
+        backbone_lr_scale: every block but the head learns at `lr` times this.
+    """
 
     name: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 0.0
+    l1: float = 0.0
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0
     backbone_lr_scale: float = 1.0
 
 
 @dataclass
+class ScheduleConfig:
+    """The learning-rate schedule: none, plateau, cosine (with warm-up), onecycle or step.
+
+    Attributes:
+        warmup_epochs: cosine's linear warm-up.
+        min_lr: the floor of cosine and plateau.
+        factor, patience: ReduceLROnPlateau on validation accuracy.
+        step_size, gamma: step decay.
+    """
+
+    name: str = "none"
+    warmup_epochs: int = 0
+    min_lr: float = 0.0
+    factor: float = 0.5
+    patience: int = 3
+    step_size: int = 10
+    gamma: float = 0.1
+
+
+@dataclass
 class TrainConfig:
+    """A whole training run.
+
+    Attributes:
+        patience: early stopping after this many epochs without a better validation accuracy.
+        precision: 32, bf16-mixed (CPUs with bf16, recent GPUs) or 16-mixed (GPU).
+        accelerator, devices, num_nodes, strategy: Lightning's; several devices or
+            nodes train with DDP (e.g. ``devices=2 strategy=ddp``), gloo on CPUs.
+        loggers: extra loggers besides metrics.csv: tensorboard, mlflow.
+    """
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     epochs: int = 30
     patience: int = 5
     seed: int = 0
+    precision: str = "32"
     accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    loggers: list[str] = field(default_factory=list)
     out: str = ""
 
     def validate(self) -> None:
@@ -104,6 +156,13 @@ class TrainConfig:
             (bool(self.out), "out", "is required"),
             (self.optim.name in OPTIMIZERS, "optim.name", f"must be one of {OPTIMIZERS}"),
             (self.optim.lr > 0, "optim.lr", "must be positive"),
+            (self.schedule.name in SCHEDULES, "schedule.name", f"must be one of {SCHEDULES}"),
+            (0 <= self.optim.label_smoothing < 1, "optim.label_smoothing", "must lie in [0, 1)"),
+            (min(self.optim.l1, self.optim.weight_decay, self.optim.grad_clip) >= 0,
+             "optim.l1/weight_decay/grad_clip", "must not be negative"),
+            (self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}"),
+            (set(self.loggers) <= set(LOGGERS), "loggers", f"may hold {LOGGERS}"),
+            (self.devices >= 1 and self.num_nodes >= 1, "devices/num_nodes", "must be at least 1"),
             (self.optim.backbone_lr_scale >= 0, "optim.backbone_lr_scale", "must not be negative"),
             (self.epochs >= 1, "epochs", "must be at least 1"),
             (self.data.batch_size >= 1, "data.batch_size", "must be at least 1"),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
 from ferlab.models.freezing import apply_freeze, gradual_policy, parameter_blocks
@@ -28,12 +30,14 @@ class Classifier(L.LightningModule):
     Args:
         model: maps normalised images (B, C, H, W) to logits (B, classes).
         num_classes: number of outputs.
-        optimizer: "adam" or "sgd".
-        lr, momentum, weight_decay: optimizer settings (momentum is SGD's).
+        optimizer: builds the optimizer from parameter groups (`training.optim.make_optimizer`).
+        schedule: builds Lightning's lr_scheduler entry from the optimizer, or None.
+        lr: the head's learning rate; every other block gets `lr * backbone_lr_scale`
+            (discriminative fine-tuning; 1 trains all alike).
+        label_smoothing: cross-entropy label smoothing.
+        l1: weight of an L1 penalty on the weights (conv and linear kernels).
         class_weights: per-class loss weights (imbalance), or None.
         batch_mixing: mixup/cutmix over (images, class indices) training batches, or None.
-        backbone_lr_scale: the learning rate of every block but the head is `lr` times
-            this (discriminative fine-tuning; 1 trains all alike).
         freeze: a freezing policy (`ferlab.models.freezing`); ``gradual:K`` is
             advanced at the start of every epoch. Frozen BatchNorm layers keep
             their running statistics (they stay in eval mode while training).
@@ -44,27 +48,29 @@ class Classifier(L.LightningModule):
         *,
         model: nn.Module,
         num_classes: int,
-        optimizer: str = "adam",
+        optimizer: Callable[[list[dict[str, Any]]], Optimizer],
+        schedule: Callable[[Optimizer], dict[str, Any]] | None = None,
         lr: float = 1e-3,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
+        backbone_lr_scale: float = 1.0,
+        label_smoothing: float = 0.0,
+        l1: float = 0.0,
         class_weights: torch.Tensor | None = None,
         batch_mixing: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-        backbone_lr_scale: float = 1.0,
         freeze: str = "none",
     ) -> None:
         super().__init__()
         self.model = model
+        self.make_optimizer = optimizer
+        self.make_schedule = schedule
+        self.lr = lr
         self.backbone_lr_scale = backbone_lr_scale
+        self.label_smoothing = label_smoothing
+        self.l1 = l1
         self.freeze = freeze
         if freeze != "none":  # "none" leaves the model's own choices (a stacking ensemble's frozen members)
             apply_freeze(model, freeze)
         self.register_buffer("class_weights", class_weights)
         self.batch_mixing = batch_mixing
-        self.optimizer_name = optimizer
-        self.lr = lr
-        self.momentum = momentum
-        self.weight_decay = weight_decay
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
 
@@ -76,10 +82,13 @@ class Classifier(L.LightningModule):
         if stage == "train" and self.batch_mixing is not None:
             images, targets = self.batch_mixing(images, targets)
         logits = self(images)
-        loss = F.cross_entropy(logits, targets, weight=self.class_weights)
+        loss = F.cross_entropy(logits, targets, weight=self.class_weights, label_smoothing=self.label_smoothing)
         accuracy(logits, targets if targets.ndim == 1 else targets.argmax(dim=1))
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets))
         self.log(f"{stage}_acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        if stage == "train" and self.l1:
+            kernels = [p for p in self.model.parameters() if p.requires_grad and p.ndim > 1]
+            loss = loss + self.l1 * sum(p.abs().sum() for p in kernels)  # logged loss stays the data term
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -103,7 +112,7 @@ class Classifier(L.LightningModule):
             self.train()
             log.info("epoch %d: %s, %d of %d parameters train", self.current_epoch, policy, trainable, total)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
         # Every parameter is handed to the optimizer, frozen or not, so that gradual
         # unfreezing only flips requires_grad; parameters without gradients are skipped.
         *backbone, head = parameter_blocks(self.model)
@@ -111,7 +120,7 @@ class Classifier(L.LightningModule):
             {"params": [p for block in backbone for p in block], "lr": self.lr * self.backbone_lr_scale},
             {"params": head, "lr": self.lr},
         ]
-        groups = [g for g in groups if g["params"]]
-        if self.optimizer_name == "sgd":
-            return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = self.make_optimizer([g for g in groups if g["params"]])
+        if self.make_schedule is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.make_schedule(optimizer)}

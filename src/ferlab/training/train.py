@@ -5,17 +5,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from ferlab._io import write_json, write_text
 from ferlab.data import (
+    EpochSampler,
     ImageDataset,
     Preprocessing,
     balanced_sampler,
@@ -30,11 +33,14 @@ from ferlab.data import (
 )
 from ferlab.errors import FerlabError
 from ferlab.models import ModelMeta, build_model, check_input, model_entry, save_model
-from ferlab.training.callbacks import EpochMetricsCSV
-from ferlab.training.config import TrainConfig, config_to_yaml
+from ferlab.training.callbacks import EpochMetricsCSV, EpochSeeding
+from ferlab.training.config import TrainConfig, config_to_yaml, load_config
 from ferlab.training.module import Classifier
+from ferlab.training.optim import make_optimizer, make_schedule
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TrainResult", "resume", "train"]
+
+LAST_CHECKPOINT = "checkpoints/last.ckpt"
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +62,13 @@ def _resolve_preprocessing(cfg: TrainConfig) -> Preprocessing:
     return dataclasses.replace(prep, input_size=cfg.data.image_size or default.input_size)
 
 
-def _check_run_dir(out: str) -> Path:
+def _check_run_dir(out: str, resume: bool) -> Path:
     run_dir = Path(out).expanduser()
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise FerlabError(f"run folder {run_dir} already exists and is not empty; choose a new --out")
+    if resume:
+        if not (run_dir / LAST_CHECKPOINT).is_file():
+            raise FerlabError(f"cannot resume {run_dir}: no {LAST_CHECKPOINT} (was it trained by this ferlab version?)")
+    elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise FerlabError(f"run folder {run_dir} already exists and is not empty; choose a new --out (or resume it)")
     return run_dir
 
 
@@ -70,19 +79,55 @@ def _best_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 
 def _train_loader(dataset: ImageDataset, num_classes: int, cfg: TrainConfig, loader_args: dict) -> DataLoader:
-    """Shuffled batches, re-weighted or oversampled when `data.balance` asks for it."""
-    generator = torch.Generator().manual_seed(cfg.seed)
-    # A last batch of one image would break BatchNorm in dense layers; drop the ragged end.
-    loader_args = {**loader_args, "drop_last": len(dataset) > cfg.data.batch_size}
+    """Batches in a fresh order per epoch, re-weighted or oversampled when `data.balance` asks for it."""
     if cfg.data.balance == "sampler":
-        return DataLoader(dataset, sampler=balanced_sampler(dataset.targets, num_classes, cfg.seed), **loader_args)
-    if cfg.data.balance == "oversample":
-        indices = oversample_indices(dataset.targets, num_classes, cfg.seed).tolist()
-        return DataLoader(Subset(dataset, indices), shuffle=True, generator=generator, **loader_args)
-    return DataLoader(dataset, shuffle=True, generator=generator, **loader_args)
+        sampler = balanced_sampler(dataset.targets, num_classes, cfg.seed)
+    elif cfg.data.balance == "oversample":
+        sampler = EpochSampler(oversample_indices(dataset.targets, num_classes, cfg.seed).tolist(), cfg.seed)
+    else:
+        sampler = EpochSampler(range(len(dataset)), cfg.seed)
+    # A last batch of one image would break BatchNorm in dense layers; drop the ragged end. The
+    # loader's own generator keeps its per-iterator seed draw off the global generator, whose
+    # state at the first step must not depend on when Lightning creates the iterator (resumes).
+    return DataLoader(dataset, sampler=sampler, drop_last=len(sampler) > cfg.data.batch_size,
+                      generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
 
 
-def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainResult:
+def _loggers(names: Sequence[str], run_dir: Path) -> list:
+    """Optional experiment trackers besides metrics.csv; each needs its own package."""
+    loggers = []
+    try:
+        for name in names:
+            if name == "tensorboard":
+                from lightning.pytorch.loggers import TensorBoardLogger
+
+                loggers.append(TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""))
+            elif name == "mlflow":
+                from lightning.pytorch.loggers import MLFlowLogger
+
+                loggers.append(MLFlowLogger(experiment_name="ferlab", run_name=run_dir.name,
+                                            tracking_uri=f"file:{(run_dir / 'mlruns').absolute()}"))
+    except ModuleNotFoundError as err:
+        raise FerlabError(f"logger {name} needs a package that is not installed ({err}); pip install {name}") from None
+    return loggers
+
+
+def resume(run_dir: str | Path, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    """Continue an interrupted run from its last checkpoint, with its own config.
+
+    Epoch k of the resumed run sees the same batches and random numbers as in an
+    uninterrupted run (`EpochSampler`, `EpochSeeding`), so it ends with the same
+    weights (with ``data.num_workers: 0``, the default).
+    """
+    run_dir = Path(run_dir).expanduser()
+    if not (run_dir / "config.yaml").is_file():
+        raise FerlabError(f"cannot resume {run_dir}: it has no config.yaml (is it a ferlab run folder?)")
+    cfg = load_config(run_dir / "config.yaml", values={"out": str(run_dir)})
+    # The checkpoint holds the weights; a pretrained file or hub download is not needed again.
+    return train(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=None)), callbacks, resume=True)
+
+
+def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *, resume: bool = False) -> TrainResult:
     """Train `cfg.model.name` on `cfg.data.path` and write the run folder `cfg.out`.
 
     The run folder holds ``config.yaml`` (resolved), ``metrics.csv`` (one row per
@@ -91,12 +136,15 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainResult:
 
     Args:
         callbacks: extra Lightning callbacks (e.g. a hyperparameter search's pruning).
+        resume: continue `cfg.out` from its last checkpoint (see `resume`).
 
     Raises:
         FerlabError: bad config, data or output folder.
     """
     cfg.validate()
-    run_dir = _check_run_dir(cfg.out)
+    # With DDP, Lightning starts the other ranks by re-running this command: only rank 0 writes.
+    main = rank_zero_only.rank == 0
+    run_dir = _check_run_dir(cfg.out, resume) if main else Path(cfg.out).expanduser()
     started = time.perf_counter()
     table = open_dataset(cfg.data.path, soft_labels=cfg.data.soft_labels)
     if cfg.data.merge:
@@ -126,43 +174,58 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainResult:
     resolved = dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, image_size=prep.input_size, channels=prep.channels, classes=classes)
     )
-    write_text(run_dir / "config.yaml", config_to_yaml(resolved))
+    if main and not resume:
+        write_text(run_dir / "config.yaml", config_to_yaml(resolved))
 
     loader_args = {"batch_size": cfg.data.batch_size, "num_workers": cfg.data.num_workers}
     train_loader = _train_loader(train_set, len(classes), cfg, loader_args)
     val_loader = DataLoader(val_set, **loader_args)
-
+    optim = cfg.optim
     module = Classifier(
         model=model,
         num_classes=len(classes),
-        optimizer=cfg.optim.name,
-        lr=cfg.optim.lr,
-        momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay,
+        optimizer=make_optimizer(optim.name, lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov,
+                                 weight_decay=optim.weight_decay),
+        schedule=make_schedule(cfg.schedule.name, epochs=cfg.epochs, steps_per_epoch=len(train_loader),
+                               **{k: v for k, v in dataclasses.asdict(cfg.schedule).items() if k != "name"}),
+        lr=optim.lr,
+        backbone_lr_scale=optim.backbone_lr_scale,
+        label_smoothing=optim.label_smoothing,
+        l1=optim.l1,
         class_weights=(
             class_weights(train_set.targets, len(classes), cfg.data.balance)
             if cfg.data.balance in ("inverse", "effective") else None
         ),
         batch_mixing=mixing,
-        backbone_lr_scale=cfg.optim.backbone_lr_scale,
         freeze=cfg.model.freeze,
     )
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_acc", mode="max")
+    # Every epoch, improved or not (save_last only follows saved best ones), once the epoch has fully ended.
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_on_train_epoch_end=True,
+                           enable_version_counter=False)
     epochs_csv = EpochMetricsCSV(run_dir / "metrics.csv")
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
         accelerator=cfg.accelerator,
-        devices=1,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        gradient_clip_val=optim.grad_clip or None,
         deterministic=True,
-        logger=False,
+        logger=_loggers(cfg.loggers, run_dir) or False,
         default_root_dir=run_dir,
         enable_model_summary=False,
-        callbacks=[checkpoint, EarlyStopping("val_acc", mode="max", patience=cfg.patience), epochs_csv, *callbacks],
+        log_every_n_steps=max(1, min(50, len(train_loader))),
+        callbacks=[
+            checkpoint, last, EarlyStopping("val_acc", mode="max", patience=cfg.patience), epochs_csv,
+            EpochSeeding(cfg.seed), *callbacks,
+        ],
     )
-    trainer.fit(module, train_loader, val_loader)
-
-    model.load_state_dict(_best_state_dict(Path(checkpoint.best_model_path)))
-    save_model(model, meta, run_dir)
+    with warnings.catch_warnings():
+        # Resuming into its own checkpoint folder is the point; Lightning would warn about it.
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        trainer.fit(module, train_loader, val_loader, ckpt_path=run_dir / LAST_CHECKPOINT if resume else None)
     best = max(epochs_csv.rows, key=lambda row: row["val_acc"])
     result = TrainResult(
         run_dir=run_dir,
@@ -171,6 +234,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainResult:
         epochs_run=len(epochs_csv.rows),
         seconds=round(time.perf_counter() - started, 2),
     )
+    if not trainer.is_global_zero:
+        return result
+    model.load_state_dict(_best_state_dict(Path(checkpoint.best_model_path)))
+    save_model(model, meta, run_dir)
     write_json(run_dir / "summary.json", {
         **{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(result).items()},
         "classes": classes,

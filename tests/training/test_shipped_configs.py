@@ -1,0 +1,23 @@
+from pathlib import Path
+
+import pytest
+
+from ferlab.models import model_entry
+from ferlab.training import load_config
+from ferlab.training.optim import OPTIMIZERS
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def test_the_classic_studies_ship():
+    names = {path.stem for path in CONFIGS}
+    assert {"cnn3_bn", "cnn5_leaky", "three_class", "six_class_rmsprop", "transfer_mobilenetv2", "transfer_resnet50",
+            "transfer_inception_v3"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_loads_and_validates(path, tmp_path):
+    cfg = load_config(path, values={"data.path": "faces/", "out": str(tmp_path / "run")})
+    cfg.validate()
+    model_entry(cfg.model.name)
+    assert cfg.optim.name in OPTIMIZERS
