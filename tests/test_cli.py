@@ -103,3 +103,15 @@ def test_ensemble_command(trained_run, tmp_path, capsys):
 def test_train_resume_flag_names_a_folder_that_cannot_be_resumed(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "cannot resume" in capsys.readouterr().err
+
+
+def test_compare_and_tune_commands(tree, tmp_path, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("grid:\n  optim.name: [adam, sgd]\nseeds: [0]\n")
+    assert main(["compare", str(grid), "epochs=1", "--data", str(tree), "--out", str(tmp_path / "cmp")]) == 0
+    assert "| adam" in capsys.readouterr().out and (tmp_path / "cmp" / "curves.png").is_file()
+    space = tmp_path / "space.yaml"
+    space.write_text("space:\n  optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    assert main(["tune", "--space", str(space), "--data", str(tree), "--out", str(tmp_path / "tune"), "--trials", "2",
+                 "--epochs", "1", "model.name=baseline_cnn"]) == 0
+    assert "best" in capsys.readouterr().out and (tmp_path / "tune" / "best.yaml").is_file()

@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   ferlab predict --model runs/cnn3 faces/ photo.jpg --out predictions/
   ferlab train --data faces/ --model resnet50 --image-size 48 --channels 1 --pretrained hub --freeze last:2
   ferlab ensemble runs/cnn3 runs/resnet --method mean --out runs/ensemble
+  ferlab tune --space configs/search/cnn.yaml --data faces/ --out runs/tune --trials 20 --epochs 10
   ferlab data scan my-faces/ --out scan/ && ferlab data clean my-faces/ --quarantine quarantine/
   ferlab data split ckplus/ --ratios 70/10/20 --groups ckplus --out ckplus-split/
 """
@@ -104,6 +105,26 @@ def _models(args: argparse.Namespace) -> None:
         params = f"{s.params:,d}" if s.params is not None else "-"
         print(f"{s.name:16s} {params:>12s}  {s.input_size:>3d}x{s.input_size:<3d}x{s.channels}  {s.description}")
     print("\nalso: timm:<name> for any timm model; `ferlab models NAME` shows one model's layers")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from ferlab.training.compare import compare
+
+    grid, *overrides = args.grid_and_overrides  # one positional list: argparse cannot split two around options
+    result = compare(grid, data=args.data, out=args.out, overrides=overrides, resume=not args.no_resume)
+    print(result.table_markdown, end="")
+    print(f"results.csv, summary.csv, summary.md and curves.png written to {args.out}")
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from ferlab.training.tune import tune
+
+    result = tune(args.space, data=args.data, out=args.out, trials=args.trials, sampler=args.sampler,
+                  storage=args.storage, study_name=args.study, seed=args.seed, epochs=args.epochs,
+                  overrides=args.overrides, timeout=args.timeout, prune=not args.no_prune)
+    print(f"best {result.best_value:.4f} with {result.best_params}")
+    print(f"{len(result.trials)} trials in study {result.study_name!r} ({result.storage}); best config: "
+          f"{result.best_config_path} (retrain: ferlab train --config {result.best_config_path} --out RUN epochs=30)")
 
 
 def _ensemble(args: argparse.Namespace) -> None:
@@ -292,6 +313,31 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list registered models, or show one model's layers")
     models.add_argument("pattern", nargs="?", default="*", help="a model name (shows its layers) or a filter such as 'cnn*'")
     models.set_defaults(run=_models)
+    compare = commands.add_parser("compare", help="train a grid of configs over seeds; a table and overlaid curves",
+                                  epilog="example (overrides right after the grid):\n  ferlab compare configs/compare/sgd_vs_adam.yaml "
+                                         "epochs=5 --data fer2013-train-val.zip --out runs/sgd_vs_adam",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_argument("grid_and_overrides", nargs="+", metavar="GRID [KEY=VALUE ...]",
+                         help="grid YAML (see configs/compare/), then overrides for every run, e.g. epochs=5")
+    compare.add_argument("--data", required=True)
+    compare.add_argument("--out", required=True, help="folder for runs/ and the tables; re-running continues it")
+    compare.add_argument("--no-resume", action="store_true", help="refuse finished runs instead of reusing them")
+    compare.set_defaults(run=_compare)
+    tune = commands.add_parser("tune", help="hyperparameter search with Optuna; resumable, shareable between workers")
+    tune.add_argument("--space", required=True, help="search-space YAML (see configs/search/)")
+    tune.add_argument("--data", required=True)
+    tune.add_argument("--out", required=True, help="folder for trials, study.db, trials.csv, best.yaml and plots")
+    tune.add_argument("--trials", type=int, required=True, help="finished trials the study should hold")
+    tune.add_argument("--sampler", choices=("tpe", "grid", "random"), default="tpe")
+    tune.add_argument("--storage", help="database URL shared by workers, e.g. postgresql://user@host/db "
+                                        "(default: sqlite in OUT)")
+    tune.add_argument("--study", help="study name (default: the space file's name)")
+    tune.add_argument("--epochs", type=int, help="epochs per trial")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    tune.add_argument("--no-prune", action="store_true", help="let every trial run to the end")
+    tune.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="fixed config overrides for every trial")
+    tune.set_defaults(run=_tune)
     ensemble = commands.add_parser(
         "ensemble", help="combine trained models by (weighted) probability averaging or majority vote",
         description="A stacking ensemble (a head trained on the members' features) is trained with "
