@@ -13,7 +13,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "save_figure", "write_csv", "write_json", "write_text"]
+from ferlab.errors import FerlabError
+
+__all__ = ["atomic_path", "check_new_folder", "save_figure", "write_csv", "write_json", "write_text"]
+
+
+def check_new_folder(path: str | Path, what: str = "output folder", hint: str = "choose a new one") -> Path:
+    """`path` as a Path, when it is missing or an empty folder: outputs never land among existing files.
+
+    Raises:
+        FerlabError: `path` exists and is a file or a non-empty folder; the message ends with `hint`.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FerlabError(f"{what} {path} already exists and is not empty; {hint}")
+    return path
 
 
 @functools.cache

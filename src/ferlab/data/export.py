@@ -8,24 +8,18 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from ferlab._io import atomic_path
-from ferlab.data.samples import Sample, SampleTable
+from ferlab._io import atomic_path, check_new_folder
+from ferlab.data.samples import Sample, SampleTable, source_file_name
 from ferlab.errors import FerlabError
 
-__all__ = ["check_new_folder", "export_tree"]
+__all__ = ["export_tree"]
 
 log = logging.getLogger(__name__)
 
 
-def check_new_folder(out: Path) -> None:
-    """Raises: FerlabError when `out` exists and is not an empty folder (outputs never overwrite)."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FerlabError(f"output folder {out} already exists and is not empty; choose a new one")
-
-
 def _stem(sample: Sample, index: int) -> tuple[str, str]:
     """A file name stem and suffix for a sample: its own name when it has one."""
-    name = PurePosixPath(sample.source.replace("\\", "/").rsplit(":", 1)[-1]).name
+    name = source_file_name(sample.source)
     if ":row " in sample.source or not name:
         return f"row{index:06d}", ".png"
     stem, suffix = PurePosixPath(name).stem, PurePosixPath(name).suffix
@@ -40,8 +34,7 @@ def export_tree(table: SampleTable, out: str | Path) -> Path:
     out with a warning. Names that clash get a numeric suffix. The output
     folder must be new or empty: nothing is overwritten.
     """
-    out = Path(out)
-    check_new_folder(out)
+    out = check_new_folder(out)
     used: set[Path] = set()
     skipped = 0
     for index, sample in enumerate(tqdm(table.samples, desc=f"writing {len(table)} images", unit="img", disable=None, leave=False)):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from ferlab.data.export import check_new_folder, export_tree
+from ferlab._io import check_new_folder
+from ferlab.data.export import export_tree
 from ferlab.data.manifest import write_manifest
 from ferlab.data.samples import SampleTable
 from ferlab.data.sources import open_dataset, select_classes
@@ -55,8 +56,7 @@ def write_split(tables: list[SampleTable], out: str | Path, fmt: str = "tree") -
     """Write each table as a class-folder tree or a CSV manifest; several tables go to ``fold0`` ... ``foldK``."""
     if fmt not in SPLIT_FORMATS:
         raise FerlabError(f"unknown split format {fmt!r}; choose one of {SPLIT_FORMATS}")
-    out = Path(out)
-    check_new_folder(out)
+    out = check_new_folder(out)
     targets = [out] if len(tables) == 1 else [out / f"fold{i}" for i in range(len(tables))]
     written = []
     for table, target in zip(tables, targets):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from PIL import Image
 
 from ferlab.data.labels import order_classes
 
-__all__ = ["SPLITS", "Sample", "SampleTable", "split_name"]
+__all__ = ["SPLITS", "Sample", "SampleTable", "source_file_name", "split_name"]
 
 #: Split names; an unsplit sample has split "".
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -25,6 +26,11 @@ _SPLIT_ALIASES = {
 def split_name(name: str) -> str | None:
     """The canonical split for a folder name or FER2013 Usage value, or None."""
     return _SPLIT_ALIASES.get(name.strip().lower())
+
+
+def source_file_name(source: str) -> str:
+    """The file name in a sample's source: a path, ``archive.zip:member``, or a manifest row's path."""
+    return PurePosixPath(source.replace("\\", "/").rsplit(":", 1)[-1]).name
 
 
 @dataclass(frozen=True)

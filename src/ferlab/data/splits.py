@@ -10,13 +10,12 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from pathlib import PurePosixPath
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from ferlab.data.labels import canonical_label
-from ferlab.data.samples import SPLITS, Sample, SampleTable
+from ferlab.data.samples import SPLITS, Sample, SampleTable, source_file_name
 from ferlab.errors import FerlabError
 
 __all__ = [
@@ -40,11 +39,6 @@ GROUP_PATTERNS: dict[str, str] = {
 }
 
 
-def _file_name(source: str) -> str:
-    """The file name of a path, of ``archive.zip:member``, or of a manifest row's path."""
-    return PurePosixPath(source.replace("\\", "/").rsplit(":", 1)[-1]).name
-
-
 def subject_ids(samples: Sequence[Sample], pattern: str) -> list[str]:
     """The subject of every sample, read from its file name.
 
@@ -61,7 +55,7 @@ def subject_ids(samples: Sequence[Sample], pattern: str) -> list[str]:
         raise FerlabError(f"bad subject pattern {pattern!r}: {err}") from None
     ids = []
     for sample in samples:
-        match = regex.search(_file_name(sample.source))
+        match = regex.search(source_file_name(sample.source))
         if match is None:
             raise FerlabError(f"subject pattern {regex.pattern!r} does not match the file name of {sample.source}")
         ids.append(match.group(1) if regex.groups else match.group(0))

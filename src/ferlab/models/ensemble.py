@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ferlab._io import check_new_folder
 from ferlab.data.transforms import Preprocessing
 from ferlab.errors import FerlabError
 from ferlab.models.io import LoadedModel, build_model, load_model, save_model
@@ -312,9 +313,7 @@ def save_ensemble(
             "method 'stacking' trains a head on the members' features, so it needs data: use "
             "`ferlab train --model ensemble model.kwargs.members=[run_a,run_b] model.kwargs.method=stacking`"
         )
-    out = Path(out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FerlabError(f"{out} already exists and is not empty; choose a new folder for the ensemble")
+    out = check_new_folder(out, "ensemble folder", "choose a new folder for the ensemble")
     loaded, names = _load_members(members)
     preps = [m.meta.preprocessing for m in loaded]
     channels = 3 if any(p.channels == 3 for p in preps) else 1

@@ -16,7 +16,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from ferlab._io import write_json, write_text
+from ferlab._io import check_new_folder, write_json, write_text
 from ferlab.data import (
     EpochSampler,
     ImageDataset,
@@ -63,12 +63,11 @@ def _resolve_preprocessing(cfg: TrainConfig) -> Preprocessing:
 
 
 def _check_run_dir(out: str, resume: bool) -> Path:
+    if not resume:
+        return check_new_folder(out, "run folder", "choose a new --out (or resume it)")
     run_dir = Path(out).expanduser()
-    if resume:
-        if not (run_dir / LAST_CHECKPOINT).is_file():
-            raise FerlabError(f"cannot resume {run_dir}: no {LAST_CHECKPOINT} (was it trained by this ferlab version?)")
-    elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise FerlabError(f"run folder {run_dir} already exists and is not empty; choose a new --out (or resume it)")
+    if not (run_dir / LAST_CHECKPOINT).is_file():
+        raise FerlabError(f"cannot resume {run_dir}: no {LAST_CHECKPOINT} (was it trained by this ferlab version?)")
     return run_dir
 
 
@@ -186,8 +185,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *, resume: bool 
         num_classes=len(classes),
         optimizer=make_optimizer(optim.name, lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov,
                                  weight_decay=optim.weight_decay),
-        schedule=make_schedule(cfg.schedule.name, epochs=cfg.epochs, steps_per_epoch=len(train_loader),
-                               **{k: v for k, v in dataclasses.asdict(cfg.schedule).items() if k != "name"}),
+        schedule=make_schedule(cfg.schedule, epochs=cfg.epochs, steps_per_epoch=len(train_loader)),
         lr=optim.lr,
         backbone_lr_scale=optim.backbone_lr_scale,
         label_smoothing=optim.label_smoothing,
@@ -234,7 +232,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *, resume: bool 
         epochs_run=len(epochs_csv.rows),
         seconds=round(time.perf_counter() - started, 2),
     )
-    if not trainer.is_global_zero:
+    if not main:
         return result
     model.load_state_dict(_best_state_dict(Path(checkpoint.best_model_path)))
     save_model(model, meta, run_dir)
