@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from ferlab.errors import FerlabError
-from ferlab.training import load_config, resume, train
+from ferlab.training import ScheduleConfig, load_config, resume, train
 from ferlab.training.optim import OPTIMIZERS, make_optimizer, make_schedule
 
 
@@ -72,7 +72,7 @@ def test_optimizers_schedules_and_regularisers_train_and_are_recorded(tree, tmp_
 def test_schedules_change_the_learning_rate_as_documented():
     params = [torch.nn.Parameter(torch.zeros(2))]
     optimizer = make_optimizer("sgd", lr=0.1)([{"params": params}])
-    entry = make_schedule("cosine", epochs=5, steps_per_epoch=10, warmup_epochs=2)(optimizer)
+    entry = make_schedule(ScheduleConfig("cosine", warmup_epochs=2), epochs=5, steps_per_epoch=10)(optimizer)
     lrs = []
     for _ in range(5):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -80,9 +80,9 @@ def test_schedules_change_the_learning_rate_as_documented():
         entry["scheduler"].step()
     assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(0.1) and lrs[2] > lrs[3] > lrs[4]
     optimizer = make_optimizer("adam", lr=0.1)([{"params": params}])
-    entry = make_schedule("onecycle", epochs=2, steps_per_epoch=5)(optimizer)
+    entry = make_schedule(ScheduleConfig("onecycle"), epochs=2, steps_per_epoch=5)(optimizer)
     assert entry["interval"] == "step" and optimizer.param_groups[0]["lr"] < 0.1
-    assert make_schedule("none", epochs=1, steps_per_epoch=1) is None
+    assert make_schedule(ScheduleConfig("none"), epochs=1, steps_per_epoch=1) is None
     assert set(OPTIMIZERS) == {"sgd", "adam", "adamw", "rmsprop"}
 
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as schedulers
+
+if TYPE_CHECKING:  # config.py imports the names below, so only for type hints
+    from ferlab.training.config import ScheduleConfig
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "make_optimizer", "make_schedule"]
 
@@ -40,43 +43,35 @@ def make_optimizer(
 
 
 def make_schedule(
-    name: str,
-    *,
-    epochs: int,
-    steps_per_epoch: int,
-    warmup_epochs: int = 0,
-    min_lr: float = 0.0,
-    factor: float = 0.5,
-    patience: int = 3,
-    step_size: int = 10,
-    gamma: float = 0.1,
+    schedule: ScheduleConfig, *, epochs: int, steps_per_epoch: int
 ) -> Callable[[Optimizer], dict[str, Any]] | None:
-    """A factory of Lightning's ``lr_scheduler`` entry for the named schedule, or None for ``none``.
+    """A factory of Lightning's ``lr_scheduler`` entry for `schedule`, or None for ``none``.
 
     - plateau: ReduceLROnPlateau on validation accuracy (`factor`, `patience`);
     - cosine: linear warm-up over `warmup_epochs`, then cosine decay to `min_lr`, per epoch;
     - onecycle: OneCycleLR over every step of the run, peaking at each group's lr;
     - step: multiply by `gamma` every `step_size` epochs.
     """
-    if name == "none":
+    if schedule.name == "none":
         return None
+    warmup = schedule.warmup_epochs
 
     def build(optimizer: Optimizer) -> dict[str, Any]:
-        if name == "plateau":
-            return {"scheduler": schedulers.ReduceLROnPlateau(optimizer, mode="max", factor=factor, patience=patience,
-                                                               min_lr=min_lr),
-                    "monitor": "val_acc", "interval": "epoch"}
-        if name == "onecycle":
+        if schedule.name == "plateau":
+            plateau = schedulers.ReduceLROnPlateau(optimizer, mode="max", factor=schedule.factor,
+                                                   patience=schedule.patience, min_lr=schedule.min_lr)
+            return {"scheduler": plateau, "monitor": "val_acc", "interval": "epoch"}
+        if schedule.name == "onecycle":
             peaks = [group["lr"] for group in optimizer.param_groups]
             return {"scheduler": schedulers.OneCycleLR(optimizer, max_lr=peaks, total_steps=epochs * steps_per_epoch),
                     "interval": "step"}
-        if name == "step":
-            return {"scheduler": schedulers.StepLR(optimizer, step_size=step_size, gamma=gamma), "interval": "epoch"}
-        cosine = schedulers.CosineAnnealingLR(optimizer, T_max=max(epochs - warmup_epochs, 1), eta_min=min_lr)
-        if warmup_epochs <= 0:
+        if schedule.name == "step":
+            step = schedulers.StepLR(optimizer, step_size=schedule.step_size, gamma=schedule.gamma)
+            return {"scheduler": step, "interval": "epoch"}
+        cosine = schedulers.CosineAnnealingLR(optimizer, T_max=max(epochs - warmup, 1), eta_min=schedule.min_lr)
+        if warmup <= 0:
             return {"scheduler": cosine, "interval": "epoch"}
-        warmup = schedulers.LinearLR(optimizer, start_factor=1 / (warmup_epochs + 1), total_iters=warmup_epochs)
-        return {"scheduler": schedulers.SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_epochs]),
-                "interval": "epoch"}
+        ramp = schedulers.LinearLR(optimizer, start_factor=1 / (warmup + 1), total_iters=warmup)
+        return {"scheduler": schedulers.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup]), "interval": "epoch"}
 
     return build
