@@ -55,3 +55,18 @@ def test_bad_inputs_are_named(trained_run, tmp_path):
     with pytest.raises(FerlabError, match="no files match"):
         predict_files(trained_run, [str(tmp_path / "*.png")], tmp_path / "out")
     assert (tmp_path / "fake.jpg").read_text() == "hello"
+
+
+def test_test_time_augmentation_reaches_the_model(trained_run, tree, tmp_path):
+    model = load_model(trained_run)
+    table = open_dataset(tree).split("val")
+    pixels = ImageDataset(table, model.classes, model.meta.preprocessing).pixels
+    sources = [s.source for s in table.samples]
+    for tta in ("flip", "tencrop"):
+        got = np.array([[p.probs[c] for c in model.classes] for p in Predictor(model, tta=tta).predict(sources)])
+        np.testing.assert_allclose(got, model.predict_proba(pixels, tta=tta), atol=1e-6)
+        assert not np.allclose(got, model.predict_proba(pixels), atol=1e-6)
+    predict_files(trained_run, [tree / "val" / "happy"], tmp_path, tta="flip")
+    assert json.loads((tmp_path / "predictions.json").read_text())["tta"] == "flip"
+    with pytest.raises(FerlabError, match="choose one of none, flip, tencrop"):
+        Predictor(model, tta="mirror")

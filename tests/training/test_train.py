@@ -40,8 +40,31 @@ def test_saved_model_equals_best_checkpoint(trained_run):
     pixels = torch.randint(0, 255, (8, 1, 48, 48), dtype=torch.uint8)
     np.testing.assert_array_equal(model.predict_proba(pixels), load_model(trained_run).predict_proba(pixels))
     with torch.inference_mode():
-        expected = torch.softmax(reference((pixels.float() / 255 - 0.5) / 0.5), 1).numpy()
+        expected = torch.softmax(reference((pixels.float() / 255 - 0.5) / 0.5) / model.meta.temperature, 1).numpy()
     np.testing.assert_allclose(model.predict_proba(pixels), expected, rtol=0, atol=1e-6)
+
+
+def test_training_calibrates_on_the_validation_split(trained_run, tree):
+    from ferlab.models.calibration import fit_temperature
+
+    report = json.loads((trained_run / "calibration.json").read_text())
+    model = load_model(trained_run)
+    assert report["split"] == "val" and report["samples"] == 30 and report["temperature_before"] == 1.0
+    assert report["temperature"] == json.loads((trained_run / "model.json").read_text())["temperature"]
+    # The synthetic validation split is classified perfectly: nothing to fit, so T stays 1 (see the refit below).
+    assert model.meta.temperature == report["temperature"] == 1.0
+    assert report["nll"]["after"] <= report["nll"]["before"]
+    val = ImageDataset(open_dataset(tree).split("val"), model.classes, model.meta.preprocessing)
+    refit = fit_temperature(torch.from_numpy(model.predict_logits(val.pixels)), val.targets)
+    assert refit == pytest.approx(report["temperature"], rel=1e-4)  # fitted on the saved (best) weights
+
+
+def test_calibration_can_be_switched_off(tree, tmp_path):
+    cfg = load_config(values={"data.path": str(tree), "out": str(tmp_path / "run"), "epochs": 1,
+                              "model.name": "baseline_cnn", "calibrate": False})
+    train(cfg)
+    assert not (tmp_path / "run" / "calibration.json").exists()
+    assert load_model(tmp_path / "run").meta.temperature == 1.0
 
 
 def test_class_subset_travels_with_the_model(tree, tmp_path):

@@ -2,7 +2,8 @@
 
 Training, evaluation and prediction all call `to_pixels` then `normalize`, with
 the `Preprocessing` a model stores in its metadata, so a crop is prepared the
-same way everywhere.
+same way everywhere. `tta_views` gives the views that test-time augmentation
+averages a model's outputs over.
 """
 
 from __future__ import annotations
@@ -12,8 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms.v2 import functional as TF
 
-__all__ = ["Preprocessing", "normalize", "to_pixels"]
+from ferlab.errors import FerlabError
+
+__all__ = ["TTA_MODES", "Preprocessing", "check_tta", "normalize", "to_pixels", "tta_views"]
+
+TTA_MODES = ("none", "flip", "tencrop")
+# Ten-crop upscales by this much, then crops back: each corner crop drops about 11% of the face on
+# two sides, close to the 10% shifts of the light training augmentation the models have seen.
+TENCROP_SCALE = 1.125
 
 
 @dataclass(frozen=True)
@@ -63,3 +72,29 @@ def normalize(pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     std = torch.tensor(prep.std, dtype=torch.float32).view(-1, 1, 1)
     return (pixels.float() / 255.0 - mean) / std
 
+
+def check_tta(mode: str) -> None:
+    """Raises: FerlabError: `mode` is not one of `TTA_MODES`."""
+    if mode not in TTA_MODES:
+        raise FerlabError(f"unknown test-time augmentation {mode!r}; choose one of {', '.join(TTA_MODES)}")
+
+
+def tta_views(pixels: torch.Tensor, mode: str) -> list[torch.Tensor]:
+    """The views of uint8 images (B, C, S, S) that test-time augmentation averages over, each (B, C, S, S) uint8.
+
+    ``none``: the images; ``flip``: they and their mirrors; ``tencrop``: upscaled by
+    `TENCROP_SCALE` (antialiased), then the four corners and the centre at size S, and their mirrors.
+
+    Raises:
+        FerlabError: an unknown mode, or images that are not a batch of squares.
+    """
+    check_tta(mode)
+    if pixels.ndim != 4 or pixels.shape[-1] != pixels.shape[-2]:
+        raise FerlabError(f"test-time augmentation takes square images (B, C, S, S), got shape {tuple(pixels.shape)}")
+    if mode == "none":
+        return [pixels]
+    if mode == "flip":
+        return [pixels, TF.horizontal_flip(pixels)]
+    size = pixels.shape[-1]
+    larger = TF.resize(pixels, [round(size * TENCROP_SCALE)] * 2, antialias=True)  # (B, C, S', S')
+    return list(TF.ten_crop(larger, [size, size]))

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ferlab._io import write_csv, write_json
 from ferlab.data.images import decode_image, is_image_name
-from ferlab.data.transforms import to_pixels
+from ferlab.data.transforms import check_tta, to_pixels
 from ferlab.errors import FerlabError
 from ferlab.models import LoadedModel, load_model
 
@@ -49,14 +49,23 @@ def _as_image(item: ImageInput, position: int) -> tuple[Image.Image, str]:
 
 
 class Predictor:
-    """Batched classification of face crops with the model's own preprocessing."""
+    """Batched classification of face crops with the model's own preprocessing and temperature.
 
-    def __init__(self, model: LoadedModel) -> None:
+    Args:
+        tta: test-time augmentation, ``none``, ``flip`` or ``tencrop`` (see `ferlab.data.transforms.tta_views`).
+
+    Raises:
+        FerlabError: an unknown `tta`.
+    """
+
+    def __init__(self, model: LoadedModel, tta: str = "none") -> None:
+        check_tta(tta)
         self.model = model
+        self.tta = tta
 
     @classmethod
-    def from_path(cls, path: str | Path) -> Predictor:
-        return cls(load_model(path))
+    def from_path(cls, path: str | Path, tta: str = "none") -> Predictor:
+        return cls(load_model(path), tta)
 
     def predict(self, images: Sequence[ImageInput]) -> list[Prediction]:
         """One Prediction per image: paths, PIL images or uint8 arrays (RGB), in one batch."""
@@ -64,7 +73,7 @@ class Predictor:
         if not decoded:
             return []
         pixels = torch.stack([to_pixels(image, self.model.meta.preprocessing) for image, _ in decoded])
-        probs = self.model.predict_proba(pixels)
+        probs = self.model.predict_proba(pixels, tta=self.tta)
         classes = self.model.classes
         return [
             Prediction(source, classes[int(p.argmax())], {c: float(v) for c, v in zip(classes, p)})
@@ -99,10 +108,18 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def predict_files(
-    model: str | Path | LoadedModel, inputs: Sequence[str | Path], out: str | Path, batch_size: int = 256
+    model: str | Path | LoadedModel,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    batch_size: int = 256,
+    tta: str = "none",
 ) -> list[Prediction]:
-    """Classify image files, folders or globs; write ``predictions.csv`` and ``predictions.json`` to `out`."""
-    predictor = Predictor(model if isinstance(model, LoadedModel) else load_model(model))
+    """Classify image files, folders or globs; write ``predictions.csv`` and ``predictions.json`` to `out`.
+
+    Args:
+        tta: test-time augmentation, as in `Predictor`.
+    """
+    predictor = Predictor(model if isinstance(model, LoadedModel) else load_model(model), tta)
     paths = expand_inputs(inputs)
     predictions = [
         prediction
@@ -111,7 +128,8 @@ def predict_files(
     ]
     classes = list(predictor.model.classes)
     out = Path(out)
-    write_json(out / "predictions.json", {"classes": classes, "predictions": [p.to_dict() for p in predictions]})
+    write_json(out / "predictions.json",
+               {"classes": classes, "tta": tta, "predictions": [p.to_dict() for p in predictions]})
     write_csv(
         out / "predictions.csv",
         [{"source": p.source, "label": p.label, **{c: round(p.probs[c], 6) for c in classes}} for p in predictions],

@@ -104,6 +104,8 @@ class Ensemble(nn.Module):
 
     Outputs are logits for ``softmax``: for mean and vote, the log of the combined
     probabilities, so that softmax gives them back; for stacking, the head's logits.
+    Each member's logits are divided by its own temperature, so a member contributes
+    the calibrated probabilities it gives on its own.
 
     Args:
         members: the member models (their modules become ``members.0``, ``members.1``, ...).
@@ -155,6 +157,8 @@ class Ensemble(nn.Module):
         self.inputs = nn.ModuleList(_MemberInput(in_chans, input_size, m.meta.preprocessing) for m in members)
         weight_values = _normalised_weights(weights, len(members), method)
         self.register_buffer("weights", torch.tensor(weight_values).view(-1, 1, 1), persistent=False)  # (M, 1, 1)
+        temperatures = [m.meta.temperature for m in members]
+        self.register_buffer("temperatures", torch.tensor(temperatures).view(-1, 1, 1), persistent=False)  # (M, 1, 1)
         self.head: nn.Module | None = None
         self._taps: list[_Tap | None] = []
         if method == "stacking":
@@ -200,8 +204,8 @@ class Ensemble(nn.Module):
         return self
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's logits for the ensemble input `x` (B, C, H, W) in [0, 1]; shape (M, B, classes)."""
-        return torch.stack([member(adapt(x)) for member, adapt in zip(self.members, self.inputs)])
+        """Each member's logits over its temperature, for the ensemble input `x` (B, C, H, W) in [0, 1]; (M, B, K)."""
+        return torch.stack([member(adapt(x)) for member, adapt in zip(self.members, self.inputs)]) / self.temperatures
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, classes)
         logits = self.member_logits(x)  # (M, B, K)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,12 +14,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ferlab._io import atomic_path, write_json
-from ferlab.data.transforms import normalize
+from ferlab.data.transforms import check_tta, normalize, tta_views
 from ferlab.errors import FerlabError
 from ferlab.models.meta import ModelMeta
 from ferlab.models.registry import create_model
 
-__all__ = ["LoadedModel", "build_model", "load_model", "save_model"]
+__all__ = ["LoadedModel", "build_model", "load_model", "save_model", "save_temperature"]
 
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "model.json"
@@ -73,13 +74,66 @@ class LoadedModel:
         return self.meta.classes
 
     @torch.inference_mode()
-    def predict_proba(self, pixels: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """Class probabilities for uint8 images (N, C, H, W) prepared with `to_pixels`; shape (N, classes)."""
+    def predict_logits(self, pixels: torch.Tensor, batch_size: int = 256, tta: str = "none") -> np.ndarray:
+        """Raw logits (N, classes) for uint8 images (N, C, S, S) prepared with `to_pixels`, before temperature.
+
+        Args:
+            tta: test-time augmentation (see `tta_views`); the logits are averaged over its views.
+                For a mean or vote ensemble the logits are log-probabilities, so this is a
+                geometric mean of the views' probabilities, which softmax renormalises.
+
+        Raises:
+            FerlabError: an unknown `tta`.
+        """
+        check_tta(tta)
+        prep = self.meta.preprocessing
         chunks = [
-            torch.softmax(self.module(normalize(batch, self.meta.preprocessing)), dim=1)
+            torch.stack([self.module(normalize(view, prep)) for view in tta_views(batch, tta)]).mean(dim=0)  # (B, K)
             for batch in torch.split(pixels, batch_size)
         ]
         return torch.cat(chunks).numpy() if chunks else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+    def predict_proba(self, pixels: torch.Tensor, batch_size: int = 256, tta: str = "none") -> np.ndarray:
+        """Calibrated probabilities ``softmax(logits / temperature)``, shape (N, classes); see `predict_logits`."""
+        logits = torch.from_numpy(self.predict_logits(pixels, batch_size, tta))
+        return torch.softmax(logits / self.meta.temperature, dim=1).numpy()
+
+
+def _require(needed: Path, given: str | Path) -> None:
+    if not needed.is_file():
+        raise FerlabError(f"no model at {given}: {needed} is missing "
+                          "(expected a run folder or a .safetensors file with its .json)")
+
+
+def _read_meta(meta_path: Path, given: str | Path) -> tuple[dict[str, Any], ModelMeta]:
+    """The metadata file as stored (a dict) and as loaded."""
+    _require(meta_path, given)
+    try:
+        data = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise FerlabError(f"{meta_path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise FerlabError(f"{meta_path}: expected a JSON object, got {type(data).__name__}")
+    return data, ModelMeta.from_dict(data, str(meta_path))
+
+
+def save_temperature(path: str | Path, temperature: float) -> Path:
+    """Store `temperature` in a saved model's ``model.json`` atomically; other fields and the weights stay as they were.
+
+    Args:
+        path: a run folder, or the model's ``.safetensors`` or ``.json`` file.
+
+    Returns:
+        The metadata file written.
+
+    Raises:
+        FerlabError: no valid metadata at `path`, or a temperature that is not positive and finite.
+    """
+    meta_path = _model_files(Path(path).expanduser())[1]
+    data, meta = _read_meta(meta_path, path)
+    data["temperature"] = replace(meta, temperature=temperature).temperature  # validated, a plain float
+    write_json(meta_path, data)
+    return meta_path
 
 
 def load_model(path: str | Path) -> LoadedModel:
@@ -89,13 +143,8 @@ def load_model(path: str | Path) -> LoadedModel:
         FerlabError: a file is missing or does not match the metadata.
     """
     weights_path, meta_path = _model_files(Path(path).expanduser())
-    for needed in (weights_path, meta_path):
-        if not needed.is_file():
-            raise FerlabError(f"no model at {path}: {needed} is missing (expected a run folder or a .safetensors file with its .json)")
-    try:
-        meta = ModelMeta.from_dict(json.loads(meta_path.read_text(encoding="utf-8")), str(meta_path))
-    except json.JSONDecodeError as err:
-        raise FerlabError(f"{meta_path}: not valid JSON ({err})") from None
+    _require(weights_path, path)
+    meta = _read_meta(meta_path, path)[1]
     module = build_model(meta)
     try:
         module.load_state_dict(load_file(str(weights_path)))

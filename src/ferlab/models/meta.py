@@ -1,7 +1,9 @@
-"""What a trained model carries beside its weights: architecture, classes and preprocessing."""
+"""What a trained model carries beside its weights: architecture, classes, preprocessing and temperature."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,12 +25,25 @@ class ModelMeta:
         classes: output classes, in output order.
         preprocessing: how an image becomes its input.
         model_kwargs: extra builder arguments (e.g. dropout).
+        temperature: divides the logits before softmax (temperature scaling, see
+            `ferlab.models.calibration`); stored here so that every consumer of the
+            model gets calibrated probabilities. 1.0: uncalibrated.
+
+    Raises:
+        FerlabError: a temperature that is not a positive finite number.
     """
 
     architecture: str
     classes: tuple[str, ...]
     preprocessing: Preprocessing
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        value = self.temperature
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+            raise FerlabError(f"field temperature must be a positive finite number, got {value!r}")
+        object.__setattr__(self, "temperature", float(value))  # frozen; a plain float (not numpy's) for JSON
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -53,6 +68,7 @@ class ModelMeta:
                     std=tuple(float(v) for v in prep["std"]),
                 ),
                 model_kwargs=dict(data.get("model_kwargs", {})),
+                temperature=data.get("temperature", 1.0),  # absent in models saved before calibration existed
             )
         except KeyError as err:
             raise FerlabError(f"{source}: missing field {err}") from None

@@ -132,6 +132,8 @@ class TrainConfig:
         accelerator, devices, num_nodes, strategy: Lightning's; several devices or
             nodes train with DDP (e.g. ``devices=2 strategy=ddp``), gloo on CPUs.
         loggers: extra loggers besides metrics.csv: tensorboard, mlflow.
+        calibrate: fit a temperature on the validation split after training and store it with
+            the model, so its probabilities match its accuracy (see `ferlab.models.calibration`).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -147,6 +149,7 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     loggers: list[str] = field(default_factory=list)
+    calibrate: bool = True
     out: str = ""
 
     def validate(self) -> None:

@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from torch import nn
 from torch.utils.data import DataLoader
 
 from ferlab._io import check_new_folder, write_json, write_text
@@ -21,6 +22,7 @@ from ferlab.data import (
     EpochSampler,
     ImageDataset,
     Preprocessing,
+    SampleTable,
     balanced_sampler,
     batch_mixing,
     build_augmentation,
@@ -32,7 +34,8 @@ from ferlab.data import (
     select_classes,
 )
 from ferlab.errors import FerlabError
-from ferlab.models import ModelMeta, build_model, check_input, model_entry, save_model
+from ferlab.models import LoadedModel, ModelMeta, build_model, check_input, model_entry, save_model
+from ferlab.models.calibration import fit_calibration
 from ferlab.training.callbacks import EpochMetricsCSV, EpochSeeding
 from ferlab.training.config import TrainConfig, config_to_yaml, load_config
 from ferlab.training.module import Classifier
@@ -92,6 +95,16 @@ def _train_loader(dataset: ImageDataset, num_classes: int, cfg: TrainConfig, loa
                       generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
 
 
+def _calibrate(model: nn.Module, meta: ModelMeta, val_set: ImageDataset, run_dir: Path) -> ModelMeta:
+    """`meta` with a temperature fitted on the validation split's logits; writes ``calibration.json``."""
+    logits = LoadedModel(model.eval(), meta).predict_logits(val_set.pixels)  # (N, classes)
+    calibration = fit_calibration(torch.from_numpy(logits), val_set.targets)
+    write_json(run_dir / "calibration.json", {"split": "val", **calibration.to_dict()})
+    log.info("temperature %.3f: validation ECE %.4f -> %.4f", calibration.temperature, calibration.ece_before,
+             calibration.ece_after)
+    return dataclasses.replace(meta, temperature=calibration.temperature)
+
+
 def _loggers(names: Sequence[str], run_dir: Path) -> list:
     """Optional experiment trackers besides metrics.csv; each needs its own package."""
     loggers = []
@@ -126,16 +139,21 @@ def resume(run_dir: str | Path, callbacks: Sequence[Callback] = ()) -> TrainResu
     return train(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=None)), callbacks, resume=True)
 
 
-def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *, resume: bool = False) -> TrainResult:
+def train(
+    cfg: TrainConfig, callbacks: Sequence[Callback] = (), *, resume: bool = False, table: SampleTable | None = None
+) -> TrainResult:
     """Train `cfg.model.name` on `cfg.data.path` and write the run folder `cfg.out`.
 
     The run folder holds ``config.yaml`` (resolved), ``metrics.csv`` (one row per
     epoch), ``model.safetensors`` + ``model.json`` (the best epoch by validation
-    accuracy) and ``summary.json``.
+    accuracy, with its temperature when `cfg.calibrate`), ``calibration.json`` (then)
+    and ``summary.json``.
 
     Args:
         callbacks: extra Lightning callbacks (e.g. a hyperparameter search's pruning).
         resume: continue `cfg.out` from its last checkpoint (see `resume`).
+        table: samples to train on instead of reading `cfg.data.path` (e.g. one fold of a
+            k-fold split); ``config.yaml`` still names `cfg.data.path` as their origin.
 
     Raises:
         FerlabError: bad config, data or output folder.
@@ -145,7 +163,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *, resume: bool 
     main = rank_zero_only.rank == 0
     run_dir = _check_run_dir(cfg.out, resume) if main else Path(cfg.out).expanduser()
     started = time.perf_counter()
-    table = open_dataset(cfg.data.path, soft_labels=cfg.data.soft_labels)
+    if table is None:
+        table = open_dataset(cfg.data.path, soft_labels=cfg.data.soft_labels)
     if cfg.data.merge:
         table = merge_classes(table, cfg.data.merge)
     table, classes = select_classes(table, cfg.data.classes)
@@ -235,6 +254,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *, resume: bool 
     if not main:
         return result
     model.load_state_dict(_best_state_dict(Path(checkpoint.best_model_path)))
+    if cfg.calibrate:
+        meta = _calibrate(model, meta, val_set, run_dir)
     save_model(model, meta, run_dir)
     write_json(run_dir / "summary.json", {
         **{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(result).items()},
