@@ -16,13 +16,28 @@ def test_evaluate_writes_what_it_promises(trained_run, zip_tree, tmp_path):
     assert metrics["samples"] == 30 and metrics["split"] == "test"  # auto picks the test split
     assert metrics["accuracy"] >= 0.8
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == metrics
-    with Image.open(tmp_path / "eval" / "confusion_matrix.png") as png:
-        assert png.format == "PNG" and png.width > 200
+    for name in ("confusion_matrix", "roc", "precision_recall", "reliability", "mistakes", "mistakes_gradcam",
+                 "class_examples"):
+        with Image.open(tmp_path / "eval" / f"{name}.png") as png:
+            assert png.format == "PNG" and png.width > 200, name
+    for key in ("balanced_accuracy", "top2_accuracy", "weighted_f1", "macro_auroc", "log_loss", "ece",
+                "confusion_matrix_normalized"):
+        assert key in metrics, key
+    assert metrics["temperature"] > 0 and metrics["tta"] == "none" and metrics["left_out"] == {}
     with open(tmp_path / "eval" / "predictions.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 30 and set(rows[0]) == {"source", "true", "predicted", "angry", "happy", "neutral"}
     assert np.mean([r["true"] == r["predicted"] for r in rows]) == metrics["accuracy"]
     assert set(metrics["per_class"]) == {"angry", "happy", "neutral"}
+
+
+def test_test_time_augmentation_is_recorded_and_changes_probabilities(trained_run, tree, tmp_path):
+    plain = evaluate(trained_run, tree, tmp_path / "plain")
+    flipped = evaluate(trained_run, tree, tmp_path / "flip", tta="flip")
+    assert flipped["tta"] == "flip" and flipped["samples"] == plain["samples"]
+    assert flipped["log_loss"] != plain["log_loss"]  # the noise is not mirror-symmetric, so the views differ
+    with pytest.raises(FerlabError, match="tencrop"):
+        evaluate(trained_run, tree, tmp_path / "bad", tta="rotate")
 
 
 def test_bare_class_tree_is_evaluated_whole(trained_run, samples, tmp_path):
@@ -40,10 +55,32 @@ def test_same_probabilities_from_every_source(trained_run, tree, fer_csv, tmp_pa
     assert by_source[0] == by_source[1]
 
 
-def test_classes_the_model_lacks_are_refused(trained_run, tmp_path):
+def test_classes_the_model_lacks_are_left_out_and_reported(trained_run, samples, tmp_path):
+    data = write_tree(samples[:60], tmp_path / "data", split=False)  # the 40 + 20 first: angry, happy (train split)
+    (data / "fear").mkdir()
+    for i, (_, _, image) in enumerate(samples[:5]):
+        Image.fromarray(image).save(data / "fear" / f"f{i}.png")
+    metrics = evaluate(trained_run, data, tmp_path / "eval")
+    assert metrics["left_out"] == {"fear": 5} and metrics["samples"] == 60
+    assert metrics["per_class"]["neutral"]["support"] == 0 and metrics["per_class"]["neutral"]["auroc"] is None
+
+
+def test_merge_maps_a_class_only_on_request(trained_run, samples, tmp_path):
+    data = tmp_path / "data"
+    for i, (_, label, image) in enumerate(samples[:120]):
+        folder = data / ("contempt" if label == "neutral" else label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    plain = evaluate(trained_run, data, tmp_path / "plain")
+    merged = evaluate(trained_run, data, tmp_path / "merged", merge={"neutral": ["contempt"]})
+    assert plain["left_out"] == {"contempt": 40} and plain["samples"] == 80
+    assert merged["left_out"] == {} and merged["per_class"]["neutral"]["support"] == 40
+
+
+def test_data_without_any_class_of_the_model_is_refused(trained_run, tmp_path):
     (tmp_path / "fear").mkdir()
     Image.new("L", (48, 48)).save(tmp_path / "fear" / "a.png")
-    with pytest.raises(FerlabError, match=r"classes \['fear'\] that the model does not predict"):
+    with pytest.raises(FerlabError, match=r"no images of the model's classes .* \(only \['fear'\]\)"):
         evaluate(trained_run, tmp_path, tmp_path / "eval")
 
 

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from ferlab._io import save_figure
 from ferlab.errors import FerlabError
 
-__all__ = ["PANELS", "mean_curves", "plot_curves", "read_metrics"]
+__all__ = ["PANELS", "mean_curves", "plot_curves", "plot_run_curves", "read_metrics"]
 
 #: (metrics.csv column, panel title), drawn as 2x2 panels in this order.
 PANELS = (
@@ -115,4 +115,22 @@ def plot_curves(run_dirs_by_label: Mapping[str, Sequence[str | Path]], path: str
     handles, labels = axes[1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), fontsize=9)
     fig.suptitle(title or "Training curves (mean over seeds, band: ±1 std)")
+    return save_figure(fig, path)
+
+
+def plot_run_curves(run_dir: str | Path, path: str | Path, title: str = "") -> Path:
+    """One run's accuracy and loss per epoch, training and validation on the same axes to show over-fitting."""
+    curve = read_metrics(run_dir)
+    epochs = np.arange(1, len(curve["val_acc"]) + 1)
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    for ax, kind in zip(fig.subplots(1, 2), ("acc", "loss")):
+        for stage, style in (("train", "-"), ("val", "--")):
+            ax.plot(epochs, curve[f"{stage}_{kind}"], style, marker="o" if len(epochs) < 15 else None, markersize=3,
+                    label="training" if stage == "train" else "validation")
+        ax.set_title("accuracy" if kind == "acc" else "loss")
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title or f"Training curves: {Path(run_dir).name}")
     return save_figure(fig, path)

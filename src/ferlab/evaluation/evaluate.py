@@ -1,18 +1,27 @@
-"""`evaluate(...)`: a model on a dataset, written out as metrics.json, a confusion matrix and per-image predictions."""
+"""`evaluate(...)`: a model on a dataset, written out as metrics, plots, galleries and per-image predictions."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from scipy.special import softmax
+
 from ferlab._io import write_csv, write_json
-from ferlab.data import ImageDataset, SampleTable, open_dataset
+from ferlab.data import ImageDataset, SampleTable, merge_classes, open_dataset
 from ferlab.errors import FerlabError
+from ferlab.evaluation.galleries import class_gallery, mistake_gallery
 from ferlab.evaluation.metrics import classification_metrics
-from ferlab.evaluation.plots import plot_confusion_matrix
+from ferlab.evaluation.plots import plot_confusion_matrix, plot_precision_recall, plot_reliability, plot_roc
 from ferlab.models import LoadedModel, load_model
 
-__all__ = ["choose_split", "evaluate"]
+__all__ = ["Evaluation", "choose_split", "evaluate", "evaluate_model", "write_evaluation"]
+
+log = logging.getLogger(__name__)
 
 
 def choose_split(table: SampleTable, split: str) -> SampleTable:
@@ -34,41 +43,127 @@ def choose_split(table: SampleTable, split: str) -> SampleTable:
     return table.split(split)
 
 
-def evaluate(
-    model: str | Path | LoadedModel, data: str | Path, out: str | Path, split: str = "auto"
-) -> dict[str, Any]:
-    """Evaluate `model` on `data` and write ``metrics.json``, ``confusion_matrix.png`` and ``predictions.csv`` to `out`.
+def shared_classes(table: SampleTable, classes: Iterable[str]) -> tuple[SampleTable, dict[str, int]]:
+    """The samples of the model's `classes`, and a count of those left out by label.
 
-    Returns:
-        The metrics, as written to ``metrics.json``.
+    Cross-dataset evaluation: a class the model cannot predict is reported, never mapped
+    onto another one behind the user's back (`merge_classes` maps on request).
+    """
+    known = set(classes)
+    left_out: dict[str, int] = {}
+    for sample in table.samples:
+        if sample.label not in known:
+            left_out[sample.label] = left_out.get(sample.label, 0) + 1
+    if left_out:
+        log.warning("%s: left out %d images of classes the model does not predict: %s",
+                    table.origin, sum(left_out.values()), left_out)
+    return table.with_samples(s for s in table.samples if s.label in known), dict(sorted(left_out.items()))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's outputs on a dataset, kept in memory for writing, reports and paired comparisons."""
+
+    model: LoadedModel
+    dataset: ImageDataset
+    logits: np.ndarray  # (N, classes), averaged over the TTA views, before temperature scaling
+    probs: np.ndarray  # (N, classes), calibrated
+    metrics: dict[str, Any]
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.probs.argmax(axis=1) == self.dataset.targets.numpy()
+
+
+def evaluate_model(
+    model: str | Path | LoadedModel,
+    data: str | Path,
+    split: str = "auto",
+    tta: str = "none",
+    merge: Mapping[str, Iterable[str]] | None = None,
+) -> Evaluation:
+    """Predict `data`'s `split` with `model` and compute every metric; writes nothing.
+
+    Args:
+        tta: test-time augmentation, ``none``, ``flip`` or ``tencrop``.
+        merge: relabel the data's classes first, e.g. ``{"neutral": ["contempt"]}``.
 
     Raises:
-        FerlabError: bad paths, or data with classes the model does not predict.
+        FerlabError: bad paths, a missing split, or no image of a class the model predicts.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     table = choose_split(open_dataset(data), split)
-    extra = sorted(set(table.classes()) - set(loaded.classes))
-    if extra:
-        raise FerlabError(
-            f"{data} has classes {extra} that the model does not predict (its classes: {list(loaded.classes)})"
-        )
+    if merge:
+        table = merge_classes(table, merge)
+    table, left_out = shared_classes(table, loaded.classes)
+    if not len(table):
+        raise FerlabError(f"{data} has no images of the model's classes {list(loaded.classes)} (only {list(left_out)})")
     dataset = ImageDataset(table, loaded.classes, loaded.meta.preprocessing)
-    probs = loaded.predict_proba(dataset.pixels)
-    targets = dataset.targets.numpy()
+    logits = loaded.predict_logits(dataset.pixels, tta=tta)
+    probs = softmax(logits / loaded.meta.temperature, axis=1)
     metrics = {
         "model": str(model) if not isinstance(model, LoadedModel) else loaded.meta.architecture,
+        "architecture": loaded.meta.architecture,
         "data": str(data),
         "split": "+".join(name or "unsplit" for name in table.splits()),
+        "tta": tta,
+        "temperature": loaded.meta.temperature,
         "skipped": dataset.skipped,
-        **classification_metrics(targets, probs, loaded.classes),
+        "left_out": left_out,
+        **classification_metrics(dataset.targets.numpy(), probs, loaded.classes),
     }
+    return Evaluation(loaded, dataset, logits, probs, metrics)
+
+
+def write_evaluation(evaluation: Evaluation, out: str | Path, gallery: int = 32) -> dict[str, Path]:
+    """Write metrics.json, predictions.csv and the plots into `out`; returns the files by name.
+
+    The reliability diagram shows the test split before and after the model's temperature,
+    which was fitted on other images (its validation split), so it is a fair check.
+    """
     out = Path(out)
+    metrics, classes = evaluation.metrics, evaluation.model.classes
+    targets = evaluation.dataset.targets.numpy()
+    probs = evaluation.probs
     write_json(out / "metrics.json", metrics)
-    plot_confusion_matrix(metrics["confusion_matrix"], loaded.classes, out / "confusion_matrix.png")
-    rows = [
-        {"source": s.source, "true": s.label, "predicted": loaded.classes[p.argmax()],
-         **{c: round(float(v), 6) for c, v in zip(loaded.classes, p)}}
-        for s, p in zip(dataset.samples, probs)
-    ]
-    write_csv(out / "predictions.csv", rows, ["source", "true", "predicted", *loaded.classes])
-    return metrics
+    write_csv(out / "predictions.csv", [
+        {"source": s.source, "true": s.label, "predicted": classes[p.argmax()],
+         **{c: round(float(v), 6) for c, v in zip(classes, p)}}
+        for s, p in zip(evaluation.dataset.samples, probs)
+    ], ["source", "true", "predicted", *classes])
+    temperature = evaluation.model.meta.temperature
+    curves = {f"calibrated (T={temperature:.2f})": probs}
+    if temperature != 1.0:
+        curves = {"uncalibrated (T=1)": softmax(evaluation.logits, axis=1), **curves}
+    files = {
+        "confusion_matrix": plot_confusion_matrix(metrics["confusion_matrix"], classes, out / "confusion_matrix.png"),
+        "roc": plot_roc(targets, probs, classes, out / "roc.png"),
+        "precision_recall": plot_precision_recall(targets, probs, classes, out / "precision_recall.png"),
+        "reliability": plot_reliability(curves, targets, out / "reliability.png"),
+        "mistakes": mistake_gallery(evaluation.dataset.pixels, targets, probs, classes, out / "mistakes.png", n=gallery),
+        "class_examples": class_gallery(evaluation.dataset.pixels, targets, probs, classes, out / "class_examples.png"),
+    }
+    try:
+        files["mistakes_gradcam"] = mistake_gallery(evaluation.dataset.pixels, targets, probs, classes,
+                                                    out / "mistakes_gradcam.png", n=min(gallery, 16), gradcam=evaluation.model)
+    except FerlabError as err:  # an ensemble: its members can be explained one by one
+        log.info("no Grad-CAM gallery: %s", err)
+    return files
+
+
+def evaluate(
+    model: str | Path | LoadedModel,
+    data: str | Path,
+    out: str | Path,
+    split: str = "auto",
+    tta: str = "none",
+    merge: Mapping[str, Iterable[str]] | None = None,
+) -> dict[str, Any]:
+    """Evaluate `model` on `data` and write metrics.json, predictions.csv and the plots to `out`.
+
+    Returns:
+        The metrics, as written to ``metrics.json``.
+    """
+    evaluation = evaluate_model(model, data, split=split, tta=tta, merge=merge)
+    write_evaluation(evaluation, out)
+    return evaluation.metrics

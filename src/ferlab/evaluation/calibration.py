@@ -1,0 +1,68 @@
+"""`calibrate(...)`: fit a saved model's temperature on a dataset and store it in the model.
+
+Training calibrates on its validation split already; this serves models trained
+before that, and recalibration on other data (e.g. the target domain's own
+validation images).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ferlab._io import write_json
+from ferlab.data import ImageDataset, open_dataset
+from ferlab.errors import FerlabError
+from ferlab.evaluation.evaluate import choose_split, shared_classes
+from ferlab.evaluation.plots import plot_reliability
+from ferlab.models import load_model
+from ferlab.models.calibration import fit_calibration
+from ferlab.models.io import save_temperature
+
+__all__ = ["calibrate"]
+
+
+def calibrate(model: str | Path, data: str | Path, split: str = "val", out: str | Path | None = None) -> dict[str, Any]:
+    """Fit the temperature of the saved `model` on `data`'s `split` and store it in the model's ``model.json``.
+
+    Images of classes the model does not predict are left out and counted. Writes
+    ``calibration.json`` and ``reliability.png`` (before and after) into `out`.
+
+    Args:
+        model: a run folder, or the model's ``.safetensors`` or ``.json`` file.
+        split: as in `choose_split`; fit on held-out images, never on the test split you report.
+        out: default ``<model folder>/calibration``.
+
+    Returns:
+        The report, as written to ``calibration.json``.
+
+    Raises:
+        FerlabError: bad paths, a missing split, or no image of a class the model predicts.
+    """
+    loaded = load_model(model)
+    table, left_out = shared_classes(choose_split(open_dataset(data), split), loaded.classes)
+    if not len(table):
+        raise FerlabError(f"{data} has no images of the model's classes {list(loaded.classes)} (only {list(left_out)})")
+    dataset = ImageDataset(table, loaded.classes, loaded.meta.preprocessing)
+    logits = torch.from_numpy(loaded.predict_logits(dataset.pixels))  # (N, classes)
+    calibration = fit_calibration(logits, dataset.targets, before=loaded.meta.temperature)
+    meta_path = save_temperature(model, calibration.temperature)
+    report = {
+        "model": str(meta_path),
+        "data": str(data),
+        "split": "+".join(name or "unsplit" for name in table.splits()),
+        **calibration.to_dict(),
+        "skipped": dataset.skipped,
+        "left_out": left_out,
+    }
+    out = Path(out) if out is not None else meta_path.parent / "calibration"
+    write_json(out / "calibration.json", report)
+    curves = {
+        f"{when} (T={t:.2f})": torch.softmax(logits / t, dim=1).numpy()
+        for when, t in (("before", calibration.temperature_before), ("after", calibration.temperature))
+    }
+    plot_reliability(curves, dataset.targets.numpy(), out / "reliability.png",
+                     title=f"Reliability on the {report['split']} split of {Path(data).name}")
+    return report
