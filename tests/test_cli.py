@@ -1,6 +1,9 @@
 import json
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from ferlab import __version__
 from ferlab.cli import main
@@ -115,3 +118,22 @@ def test_compare_and_tune_commands(tree, tmp_path, capsys):
     assert main(["tune", "--space", str(space), "--data", str(tree), "--out", str(tmp_path / "tune"), "--trials", "2",
                  "--epochs", "1", "model.name=baseline_cnn"]) == 0
     assert "best" in capsys.readouterr().out and (tmp_path / "tune" / "best.yaml").is_file()
+
+
+def test_calibrate_and_predict_with_test_time_augmentation(trained_run, tree, tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("model.safetensors", "model.json"):
+        shutil.copy(trained_run / name, model)
+    assert main(["calibrate", "--model", str(model), "--data", str(tree), "--out", str(tmp_path / "cal")]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert f"temperature {report['temperature_before']:.3f} -> {report['temperature']:.3f}" in out
+    assert f"ECE {report['ece']['before']:.4f} -> {report['ece']['after']:.4f} on 30 val images" in out
+    assert main(["calibrate", "--model", str(model), "--data", str(tree), "--split", "holdout"]) == 2
+    assert "no 'holdout' split" in capsys.readouterr().err
+    assert main(["predict", "--model", str(model), str(tree / "test" / "happy"), "--out", str(tmp_path / "pred"),
+                 "--tta", "tencrop"]) == 0
+    assert json.loads((tmp_path / "pred" / "predictions.json").read_text())["tta"] == "tencrop"
+    with pytest.raises(SystemExit):
+        main(["predict", "--model", str(model), str(tree), "--out", str(tmp_path / "p2"), "--tta", "rotate"])

@@ -13,15 +13,20 @@ from ferlab.errors import FerlabError
 
 log = logging.getLogger("ferlab")
 
+TTA_CHOICES = ("none", "flip", "tencrop")  # ferlab.data.transforms.TTA_MODES, without importing torch for --help
+
 EXAMPLES = """examples:
   ferlab train --data fer2013-train-val.zip --model cnn3_bn --epochs 30 --out runs/cnn3
   ferlab train --config configs/cnn3_bn.yaml --out runs/cnn3 optim.lr=3e-4 data.classes=[angry,happy,neutral]
   ferlab train --data faces/ --model cnn5_leaky --out runs/c5 optim.label_smoothing=0.1 schedule.name=plateau
   ferlab train --resume runs/c5
   ferlab evaluate --model runs/cnn3 --data fer2013-train-val.zip --out runs/cnn3/eval
-  ferlab predict --model runs/cnn3 faces/ photo.jpg --out predictions/
+  ferlab report runs/cnn3
+  ferlab predict --model runs/cnn3 faces/ photo.jpg --out predictions/ --tta flip
+  ferlab calibrate --model runs/old-cnn3 --data fer2013-train-val.zip --split val
   ferlab train --data faces/ --model resnet50 --image-size 48 --channels 1 --pretrained hub --freeze last:2
   ferlab ensemble runs/cnn3 runs/resnet --method mean --out runs/ensemble
+  ferlab explain --model runs/cnn3 faces/ --out explain/ --class happy
   ferlab tune --space configs/search/cnn.yaml --data faces/ --out runs/tune --trials 20 --epochs 10
   ferlab data scan my-faces/ --out scan/ && ferlab data clean my-faces/ --quarantine quarantine/
   ferlab data split ckplus/ --ratios 70/10/20 --groups ckplus --out ckplus-split/
@@ -34,6 +39,7 @@ DATA_EXAMPLES = """examples:
   ferlab data split faces/ --ratios 80/20 --subsample 5000 --out faces-small/ --format csv
   ferlab data split jaffe/ --kfold 5 --groups jaffe --out jaffe-folds/
   ferlab data preview faces/ --augment heavy,mixup=0 --out heavy.png
+  ferlab data suspects fer2013-train-val.zip data.batch_size=128 --out suspects/ --folds 5 --epochs 10
 """
 
 
@@ -68,22 +74,46 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from ferlab.evaluation import evaluate
+    from ferlab.evaluation import compare_models, evaluate
 
-    metrics = evaluate(args.model, args.data, args.out, split=args.split)
-    print(f"{metrics['samples']} images: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}; "
-          f"written to {args.out}")
+    if len(args.model) > 1:
+        result = compare_models(args.model, args.data, args.out, split=args.split, tta=args.tta, merge=_merges(args.merge))
+        print(result.markdown, end="")
+        print(f"comparison.md, comparison.csv and one evaluation folder per model written to {args.out}")
+        return
+    metrics = evaluate(args.model[0], args.data, args.out, split=args.split, tta=args.tta, merge=_merges(args.merge))
+    print(f"{metrics['samples']} images: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+          f"ECE {metrics['ece']:.4f}; written to {args.out}")
+    if metrics["left_out"]:
+        print(f"left out (classes the model does not predict): {metrics['left_out']}")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from ferlab.evaluation import report
+
+    result = report(args.run_dir, data=args.data, out=args.out, split=args.split, tta=args.tta)
+    print(f"{result.metrics['samples']} images: accuracy {result.metrics['accuracy']:.4f}, "
+          f"macro-F1 {result.metrics['macro_f1']:.4f}; report in {result.html} and {result.markdown}")
 
 
 def _predict(args: argparse.Namespace) -> None:
     from ferlab.inference import predict_files
 
-    predictions = predict_files(args.model, args.inputs, args.out)
+    predictions = predict_files(args.model, args.inputs, args.out, tta=args.tta)
     for p in predictions[:20]:
         print(f"{p.source}\t{p.label}\t{p.probs[p.label]:.3f}")
     if len(predictions) > 20:
         print(f"... {len(predictions) - 20} more")
     print(f"{len(predictions)} predictions written to {args.out}")
+
+
+def _calibrate(args: argparse.Namespace) -> None:
+    from ferlab.evaluation.calibration import calibrate
+
+    result = calibrate(args.model, args.data, split=args.split, out=args.out)
+    ece = result["ece"]
+    print(f"temperature {result['temperature_before']:.3f} -> {result['temperature']:.3f}: ECE {ece['before']:.4f} -> "
+          f"{ece['after']:.4f} on {result['samples']} {result['split']} images; stored in {result['model']}")
 
 
 def _models(args: argparse.Namespace) -> None:
@@ -133,6 +163,13 @@ def _ensemble(args: argparse.Namespace) -> None:
     weights = [float(w) for w in args.weights.split(",")] if args.weights else None
     path = save_ensemble(args.members, args.out, method=args.method, weights=weights)
     print(f"{args.method} ensemble of {len(args.members)} models written to {path.parent}")
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from ferlab.models import explain_files
+
+    paths = explain_files(args.model, args.inputs, args.out, target=args.class_label or "predicted", layer=args.layer)
+    print(f"Grad-CAM of {len(paths) - 1} image(s) written to {args.out} (gallery: {paths[-1].name})")
 
 
 def _merges(specs: Sequence[str] | None) -> dict[str, list[str]]:
@@ -203,8 +240,25 @@ def _data_preview(args: argparse.Namespace) -> None:
     print(f"preview written to {out}")
 
 
+def _data_suspects(args: argparse.Namespace) -> None:
+    from ferlab.evaluation.suspects import find_suspects
+
+    data, *overrides = args.data_and_overrides  # one positional list: argparse cannot split two around options
+    result = find_suspects(data, args.out, config=args.config, model=args.model, folds=args.folds, epochs=args.epochs,
+                           seed=args.seed, split=args.split, overrides=overrides, models=args.models,
+                           gallery=args.gallery)
+    kind = "given models'" if args.models else "out-of-fold"
+    print(f"{len(result.suspects)} suspects among {result.samples} images; {kind} accuracy {result.accuracy:.4f}")
+    if result.in_sample:
+        print(f"warning: {', '.join(result.in_sample)} trained on these images, so their probabilities are in-sample "
+              "and miss suspects; leave out --models to get out-of-fold ones")
+    for s in result.suspects[:10]:
+        print(f"{s.rank:4d}  {s.given} -> {s.suggested} {s.p_suggested:.2f}  {s.source}")
+    print(f"suspects.csv, oof_probabilities.csv, suspects.png and summary.json written to {args.out}")
+
+
 def _add_data_commands(commands: argparse._SubParsersAction) -> None:
-    data = commands.add_parser("data", help="scan, clean, describe, split and preview datasets",
+    data = commands.add_parser("data", help="scan, clean, describe, split, preview and find mislabelled images",
                                epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     tools = data.add_subparsers(dest="data_command", required=True, metavar="TOOL")
 
@@ -258,6 +312,20 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     preview.add_argument("--seed", type=int, default=0)
     preview.set_defaults(run=_data_preview)
 
+    suspects = tools.add_parser("suspects", help="rank likely mislabelled images (confident learning on out-of-fold predictions)")
+    suspects.add_argument("data_and_overrides", nargs="+", metavar="DATA [KEY=VALUE ...]",
+                          help="dataset, then training config overrides right after it, e.g. data.batch_size=128")
+    suspects.add_argument("--out", required=True, help="new folder, or an earlier run's with the same settings to continue it")
+    suspects.add_argument("--folds", type=int, default=5, help="models trained, each predicting the fold it never saw")
+    suspects.add_argument("--model", help="registered model name (default: the config's, else cnn3_bn)")
+    suspects.add_argument("--epochs", type=int, help="epochs per fold (default: the config's, else 10)")
+    suspects.add_argument("--config", help="training YAML (see configs/)")
+    suspects.add_argument("--split", default="train", help="split to check (an unsplit dataset is checked whole)")
+    suspects.add_argument("--models", nargs="+", metavar="RUN", help="score with these trained models instead of training folds")
+    suspects.add_argument("--gallery", type=int, default=64, help="suspects shown in suspects.png (0: none)")
+    suspects.add_argument("--seed", type=int, help="folds and training seed (default: the config's, else 0)")
+    suspects.set_defaults(run=_data_suspects)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -297,18 +365,46 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=3e-4")
     train.set_defaults(run=_train)
 
-    evaluate = commands.add_parser("evaluate", help="metrics, confusion matrix and predictions of a model on a dataset")
-    evaluate.add_argument("--model", required=True, help="run folder or model .safetensors")
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics, plots and predictions of a model on a dataset; several models: a comparison",
+        epilog="examples:\n  ferlab evaluate --model runs/cnn3 --data fer2013-train-val.zip --out runs/cnn3/eval --tta flip\n"
+               "  ferlab evaluate --model runs/a runs/b --data rafdb/ --out compare-ab   # table + McNemar tests\n"
+               "  ferlab evaluate --model runs/cnn3 --data ckplus/ --merge neutral=contempt --out ck-eval",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluate.add_argument("--model", required=True, nargs="+", help="run folder(s) or model .safetensors file(s)")
     evaluate.add_argument("--data", required=True, help="class-folder tree, .zip or FER2013 .csv")
     evaluate.add_argument("--out", required=True, help="output folder")
     evaluate.add_argument("--split", default="auto", help="auto (test, else val, else a bare tree whole), all, train, val or test")
+    evaluate.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
+    evaluate.add_argument("--merge", action="append", metavar="TARGET=CLASS[,CLASS]",
+                          help="relabel the data's classes first, e.g. neutral=contempt; classes the model lacks are left out and reported")
     evaluate.set_defaults(run=_evaluate)
+
+    report = commands.add_parser("report", help="one self-contained HTML report and a markdown summary of a run")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by ferlab train")
+    report.add_argument("--data", help="dataset to evaluate on (default: the run's own data)")
+    report.add_argument("--out", help="output folder (default RUN_DIR/report)")
+    report.add_argument("--split", default="auto", help="auto (test, else val, else a bare tree whole), all, train, val or test")
+    report.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
+    report.set_defaults(run=_report)
 
     predict = commands.add_parser("predict", help="classify face-crop images; writes CSV and JSON")
     predict.add_argument("--model", required=True, help="run folder or model .safetensors")
     predict.add_argument("inputs", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
     predict.set_defaults(run=_predict)
+
+    calibrate = commands.add_parser(
+        "calibrate", help="fit a model's temperature on held-out images and store it in the model",
+        epilog="example (training calibrates on its val split already; this recalibrates, or calibrates older models):\n"
+               "  ferlab calibrate --model runs/cnn3 --data rafdb/ --split val",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    calibrate.add_argument("--model", required=True, help="run folder or model .safetensors (its model.json is updated)")
+    calibrate.add_argument("--data", required=True, help="class-folder tree, .zip or FER2013 .csv")
+    calibrate.add_argument("--split", default="val", help="split to fit on (default val); not the test split you report")
+    calibrate.add_argument("--out", help="folder for calibration.json and reliability.png (default MODEL_DIR/calibration)")
+    calibrate.set_defaults(run=_calibrate)
 
     models = commands.add_parser("models", help="list registered models, or show one model's layers")
     models.add_argument("pattern", nargs="?", default="*", help="a model name (shows its layers) or a filter such as 'cnn*'")
@@ -348,6 +444,15 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--weights", help="comma-separated member weights, e.g. 0.6,0.4")
     ensemble.add_argument("--out", required=True, help="new folder for the ensemble model")
     ensemble.set_defaults(run=_ensemble)
+    explain = commands.add_parser("explain", help="Grad-CAM heat maps: which face regions drove each prediction")
+    explain.add_argument("--model", required=True, help="run folder or model .safetensors (not an ensemble)")
+    explain.add_argument("inputs", nargs="+", metavar="PATH", help="face-crop image files, folders or glob patterns")
+    explain.add_argument("--out", required=True, help="new output folder")
+    explain.add_argument("--class", dest="class_label", metavar="LABEL",
+                         help="explain this class instead of each image's predicted one")
+    explain.add_argument("--layer", help="module to explain, e.g. 8 (see `ferlab models NAME`; "
+                                         "default: the last convolution with a spatial output)")
+    explain.set_defaults(run=_explain)
     _add_data_commands(commands)
     return parser
 
