@@ -117,7 +117,7 @@ def _facts(run_dir: Path, metrics: dict[str, Any], summary: dict[str, Any] | Non
     if summary:
         facts.append(("training", f"{summary.get('epochs_run')} epochs, best validation accuracy "
                                   f"{_fmt(summary.get('best_val_acc'))} at epoch {summary.get('best_epoch')}, "
-                                  f"{_fmt(summary.get('seconds'))} s"))
+                                  f"{summary.get('seconds', 0):.0f} s"))
     if metrics["left_out"]:
         facts.append(("left out (classes the model lacks)", ", ".join(f"{k}: {v}" for k, v in metrics["left_out"].items())))
     if metrics["skipped"]:
@@ -185,7 +185,8 @@ def report(
     metrics = evaluation.metrics
     facts = _facts(run_dir, metrics, _read_json(run_dir / "summary.json"), count_parameters(evaluation.model.module))
     title = f"ferlab report: {run_dir.name}"
-    calibration = _read_json(run_dir / "calibration.json")
+    # `ferlab calibrate` (a later refit) writes calibration/; training writes calibration.json.
+    calibration = _read_json(run_dir / "calibration" / "calibration.json") or _read_json(run_dir / "calibration.json")
     write_text(out / "report.html", _render_html(title, facts, metrics, calibration, figures, config))
     write_text(out / "report.md", _render_markdown(title, facts, metrics, figures, out))
     log.info("report written to %s", out / "report.html")
