@@ -1,0 +1,249 @@
+"""Face detectors behind one interface, selected by name.
+
+``haar`` is OpenCV's bundled frontal-face cascade: it always works offline, but
+gives no landmarks. ``yunet`` is OpenCV's `FaceDetectorYN` with the YuNet model
+(boxes, five landmarks, scores), from a local file or a checked copy in the user
+cache. ``none`` treats the whole image as one face, for inputs that already are
+crops. Big images are downscaled to `max_side` for detection (both detectors
+are far faster, and YuNet finds large faces more reliably), and the boxes are
+mapped back to the image's own pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from ferlab.errors import FerlabError
+
+__all__ = ["DETECTORS", "YUNET_SHA256", "YUNET_URL", "Detector", "Face", "create_detector", "yunet_model"]
+
+log = logging.getLogger(__name__)
+
+DETECTORS = ("haar", "yunet", "none")
+YUNET_FILE = "face_detection_yunet_2023mar.onnx"
+YUNET_URL = f"https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/{YUNET_FILE}"
+YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+# YuNet's default threshold: the face counts of ../shared/data/wild/README.md were taken at 0.8.
+YUNET_SCORE = 0.8
+# Haar cascade settings of OpenCV's face-detection tutorial; 5 neighbours keep false positives on photos rare.
+HAAR_FILE = "haarcascade_frontalface_default.xml"
+HAAR_SCALE_STEP = 1.1
+HAAR_NEIGHBOURS = 5
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face.
+
+    Attributes:
+        box: x, y, width, height in the image's pixels (inside the image).
+        score: the detector's confidence in [0, 1]; 1.0 where it gives none (haar, none).
+        landmarks: five (x, y) points, right eye, left eye, nose tip, right and left mouth
+            corner (the person's right and left), or None where the detector gives none.
+    """
+
+    box: tuple[int, int, int, int]
+    score: float
+    landmarks: tuple[tuple[float, float], ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "box": list(self.box),
+            "score": self.score,
+            "landmarks": None if self.landmarks is None else [list(point) for point in self.landmarks],
+        }
+
+
+class Detector(Protocol):
+    """Finds faces in an RGB uint8 image (H, W, 3); faces come sorted left to right."""
+
+    name: str
+
+    def detect(self, image: np.ndarray) -> list[Face]: ...
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise FerlabError(f"face detection takes an RGB uint8 image (H, W, 3), got {got}; read it with load_image")
+
+
+class _ScaledDetector:
+    """Shared work of the real detectors: downscale, detect, map back, drop small faces, sort.
+
+    Subclasses implement `_raw`, which returns, in the downscaled image's pixels,
+    boxes (N, 4) as x, y, w, h floats, scores (N,) and landmarks (N, 5, 2) or None.
+    """
+
+    name = ""
+
+    def __init__(self, min_face: int, max_side: int) -> None:
+        self.min_face = min_face
+        self.max_side = max_side
+
+    def _raw(self, image: np.ndarray, min_side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        _check_image(image)
+        height, width = image.shape[:2]
+        scale = min(1.0, self.max_side / max(height, width))
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)  # area: no aliasing when shrinking
+        boxes, scores, landmarks = self._raw(image, max(1, int(self.min_face * scale)))
+        boxes = boxes / scale
+        corners = np.round(np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1))  # (N, 4) x0 y0 x1 y1
+        corners = np.clip(corners, 0, [width, height, width, height]).astype(int)
+        faces = []
+        for i, (x0, y0, x1, y1) in enumerate(corners.tolist()):
+            if min(x1 - x0, y1 - y0) < self.min_face:
+                continue
+            points = None if landmarks is None else tuple((float(x), float(y)) for x, y in landmarks[i] / scale)
+            faces.append(Face((x0, y0, x1 - x0, y1 - y0), float(scores[i]), points))
+        return sorted(faces, key=lambda face: (face.box[0], face.box[1]))
+
+
+class _Haar(_ScaledDetector):
+    name = "haar"
+
+    def __init__(self, min_face: int, max_side: int) -> None:
+        super().__init__(min_face, max_side)
+        self._cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / HAAR_FILE))
+        if self._cascade.empty():
+            raise FerlabError(f"OpenCV's {HAAR_FILE} is missing from {cv2.data.haarcascades}; reinstall opencv-python")
+
+    def _raw(self, image: np.ndarray, min_side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        found = self._cascade.detectMultiScale(gray, HAAR_SCALE_STEP, HAAR_NEIGHBOURS, minSize=(min_side, min_side))
+        boxes = np.asarray(found, dtype=np.float64).reshape(-1, 4)
+        return boxes, np.ones(len(boxes)), None
+
+
+class _YuNet(_ScaledDetector):
+    """Not thread-safe: OpenCV's detector keeps the input size of the last image."""
+
+    name = "yunet"
+
+    def __init__(self, model_path: Path, score_threshold: float, min_face: int, max_side: int) -> None:
+        super().__init__(min_face, max_side)
+        self._net = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), score_threshold)
+
+    def _raw(self, image: np.ndarray, min_side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        height, width = image.shape[:2]
+        self._net.setInputSize((width, height))
+        _, rows = self._net.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        rows = np.zeros((0, 15)) if rows is None else rows.astype(np.float64)  # (N, 15): box, 5 (x, y), score
+        return rows[:, :4], rows[:, 14], rows[:, 4:14].reshape(-1, 5, 2)
+
+
+class _WholeImage:
+    """The input already is a face crop: one face covering it."""
+
+    name = "none"
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        _check_image(image)
+        return [Face((0, 0, image.shape[1], image.shape[0]), 1.0)]
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "ferlab"
+
+
+def _how_to_get(cached: Path) -> str:
+    return (
+        f"download {YUNET_URL} (sha256 {YUNET_SHA256}) on a machine with a network and pass it with "
+        f"--detector-path PATH, or copy it to {cached}; or use the haar detector, which needs no download"
+    )
+
+
+def _verified(path: Path) -> Path:
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    if digest != YUNET_SHA256:
+        raise FerlabError(
+            f"{path} is not the YuNet model ferlab expects (sha256 {digest}, expected {YUNET_SHA256}); "
+            f"delete it and {_how_to_get(_cache_dir() / YUNET_FILE)}"
+        )
+    return path
+
+
+def _download(target: Path) -> None:
+    # torch.hub's downloader (torch is a dependency anyway) checks the sha256 before the file lands in place.
+    from torch.hub import download_url_to_file
+
+    log.info("downloading the YuNet face detector from %s into %s", YUNET_URL, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        download_url_to_file(YUNET_URL, str(target), hash_prefix=YUNET_SHA256)
+    except (OSError, RuntimeError) as err:  # URLError and HTTP errors are OSErrors; a wrong hash is a RuntimeError
+        raise FerlabError(f"cannot download the YuNet face detector ({err}); {_how_to_get(target)}") from None
+
+
+def yunet_model(path: str | Path | None = None, *, download: bool = True) -> Path:
+    """The YuNet model file, checked against `YUNET_SHA256`.
+
+    `path` when given; else the copy in the user cache (``$XDG_CACHE_HOME/ferlab``,
+    by default ``~/.cache/ferlab``), downloaded there from the OpenCV model zoo
+    once when missing and `download` is true.
+
+    Raises:
+        FerlabError: `path` is missing, the file has another sha256, or there is no
+            copy and it cannot be downloaded (the message says how to get one).
+    """
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise FerlabError(f"no YuNet model file at {path}")
+        return _verified(path)
+    cached = _cache_dir() / YUNET_FILE
+    if not cached.is_file():
+        if not download:
+            raise FerlabError(f"no YuNet model in {cached.parent}; {_how_to_get(cached)}")
+        _download(cached)
+    return _verified(cached)
+
+
+def create_detector(
+    name: str = "haar",
+    *,
+    model_path: str | Path | None = None,
+    score_threshold: float | None = None,
+    min_face: int = 24,
+    max_side: int = 1280,
+) -> Detector:
+    """A face detector by name (one of `DETECTORS`).
+
+    Args:
+        model_path: yunet only: a local model file (else the cached or downloaded copy).
+        score_threshold: yunet only: the lowest score kept (default `YUNET_SCORE`).
+        min_face: faces whose box is narrower or lower than this, in the image's pixels, are dropped.
+        max_side: images whose longer side exceeds this are downscaled to it for detection.
+
+    Raises:
+        FerlabError: an unknown name, an option the detector does not take, an
+            out-of-range value, or no usable YuNet model (see `yunet_model`).
+    """
+    if name not in DETECTORS:
+        raise FerlabError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    if name != "yunet" and (model_path is not None or score_threshold is not None):
+        raise FerlabError(f"a model path and a score threshold apply to the yunet detector only, not {name!r}")
+    if min_face < 1 or max_side < 1:
+        raise FerlabError(f"min_face and max_side must be at least 1, got {min_face} and {max_side}")
+    if name == "none":
+        return _WholeImage()
+    if name == "haar":
+        return _Haar(min_face, max_side)
+    threshold = YUNET_SCORE if score_threshold is None else score_threshold
+    if not 0.0 < threshold < 1.0:
+        raise FerlabError(f"the yunet score threshold must lie between 0 and 1, got {threshold}")
+    return _YuNet(yunet_model(model_path), threshold, min_face, max_side)
