@@ -1,0 +1,184 @@
+"""ONNX export and ONNX Runtime: parity with PyTorch, metadata in the file, int8, the CLI and errors."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from ferlab.cli import main
+from ferlab.data.transforms import Preprocessing
+from ferlab.errors import FerlabError
+from ferlab.models import Ensemble, LoadedModel, ModelMeta, build_model, load_model
+from ferlab.models.onnx import (
+    META_KEY,
+    OnnxModel,
+    check_parity,
+    dataset_pixels,
+    export_onnx,
+    generated_pixels,
+)
+from tests.synthetic import CLASSES, make_samples
+
+# Not the registry defaults: a graph that skipped or misplaced normalisation would disagree.
+GRAY48 = Preprocessing(48, 1, (0.3,), (0.2,))
+RGB40 = Preprocessing(40, 3, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+
+
+def _fresh(arch: str, prep: Preprocessing, temperature: float = 1.0, seed: int = 0, **kwargs) -> LoadedModel:
+    torch.manual_seed(seed)
+    meta = ModelMeta(arch, CLASSES, prep, dict(kwargs), temperature)
+    return LoadedModel(build_model(meta).eval(), meta)
+
+
+def _pixels(prep: Preprocessing, n: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, prep.channels, prep.input_size, prep.input_size), dtype=torch.uint8,
+                         generator=generator)
+
+
+def _synthetic_pixels() -> torch.Tensor:
+    """180 synthetic faces (N, 1, 48, 48) from another seed than the training run's: a fixed held-out sample."""
+    return torch.from_numpy(np.stack([image for _, _, image in make_samples(seed=1)])[:, None])
+
+
+def _assert_parity(model: LoadedModel, path, pixels: torch.Tensor, tta: str = "none") -> None:
+    onnx_model = OnnxModel.load(path, threads=1)
+    np.testing.assert_allclose(onnx_model.predict_logits(pixels, tta=tta), model.predict_logits(pixels, tta=tta),
+                               atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(onnx_model.predict_proba(pixels, tta=tta), model.predict_proba(pixels, tta=tta),
+                               atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("arch", "prep"), [("mini_xception", RGB40), ("cnn5_leaky", GRAY48)])
+def test_registered_cnns_match_torch_at_batch_1_and_5(arch, prep, tmp_path):
+    model = _fresh(arch, prep, temperature=0.5)
+    path = export_onnx(model, tmp_path / f"{arch}.onnx")
+    inputs = onnx.load(path).graph.input
+    assert [i.name for i in inputs] == ["pixels"] and inputs[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    for n in (1, 5):  # one graph, two batch sizes: the batch dimension is dynamic
+        _assert_parity(model, path, _pixels(prep, n, seed=n))
+
+
+def test_trained_model_matches_torch_with_tta(trained_run, tmp_path):
+    """A trained model has confident, far-apart logits; flip TTA averages logits in both backends alike."""
+    model = load_model(trained_run)
+    path = export_onnx(trained_run, tmp_path / "cnn3.onnx")
+    pixels = _synthetic_pixels()[::20]
+    for tta in ("none", "flip"):
+        _assert_parity(model, path, pixels, tta)
+    parity = check_parity(model, OnnxModel.load(path), pixels)
+    assert parity.samples == 9 and parity.max_abs_diff < 1e-4 and parity.top1_changed == 0
+
+
+def test_ensemble_with_mixed_member_inputs_matches_torch(tmp_path):
+    """Members of another size and channel count: the graph holds the grayscale mix and the antialiased resize."""
+    members = [_fresh("cnn3_bn", GRAY48, temperature=2.0), _fresh("mini_xception", RGB40, seed=1)]
+    prep = Preprocessing(64, 3, (0.0,) * 3, (1.0,) * 3)
+    module = Ensemble(members, in_chans=3, input_size=64, method="mean").eval()
+    model = LoadedModel(module, ModelMeta("ensemble", CLASSES, prep, module.stored_kwargs()))
+    path = export_onnx(model, tmp_path / "ensemble.onnx")
+    for n in (1, 5):
+        _assert_parity(model, path, _pixels(prep, n, seed=n))
+
+
+def test_metadata_round_trip_needs_no_other_file(tmp_path):
+    model = _fresh("cnn3_bn", GRAY48, temperature=1.7, dense=64, dropout=0.3)
+    path = export_onnx(model, tmp_path / "sub" / "m.onnx")
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["m.onnx"]  # no temporary left behind
+    stored = {p.key: p.value for p in onnx.load(path).metadata_props}
+    assert json.loads(stored[META_KEY]) == model.meta.to_dict()
+    loaded = OnnxModel.load(path)
+    assert loaded.meta == model.meta and loaded.classes == CLASSES and loaded.meta.temperature == 1.7
+
+
+def test_int8_is_smaller_and_keeps_top1(trained_run, tmp_path):
+    """Default calibration (generated images); on a fixed held-out sample top-1 moves on under 1%."""
+    model = load_model(trained_run)
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx")
+    int8 = export_onnx(model, tmp_path / "int8.onnx", int8=True)
+    assert int8.stat().st_size < 0.4 * fp32.stat().st_size
+    quantized = OnnxModel.load(int8)
+    assert any(node.op_type == "QuantizeLinear" for node in onnx.load(int8).graph.node)
+    assert quantized.meta == model.meta
+    pixels = _synthetic_pixels()
+    parity = check_parity(model, quantized, pixels)
+    assert parity.samples == 180 and parity.top1_changed < 0.01
+    assert 1e-6 < parity.max_abs_diff < 0.2  # quantised (not bit-identical), yet close
+
+
+def test_dataset_pixels_sample_a_dataset(tree):
+    pixels = dataset_pixels(tree, GRAY48, limit=30)
+    assert pixels.shape == (30, 1, 48, 48) and pixels.dtype == torch.uint8
+    assert dataset_pixels(tree, RGB40, limit=1000).shape == (180, 3, 40, 40)
+
+
+def test_generated_pixels_are_smooth_and_span_the_range():
+    pixels = generated_pixels(RGB40, count=8)
+    assert pixels.shape == (8, 3, 40, 40) and pixels.dtype == torch.uint8
+    assert pixels.min() < 30 and pixels.max() > 225
+    steps = (pixels[..., 1:].float() - pixels[..., :-1].float()).abs().mean()
+    assert steps < 15  # neighbours close: blobs, not white noise (about 85 on average)
+    assert torch.equal(pixels, generated_pixels(RGB40, count=8))
+
+
+def test_cli_writes_the_file_and_reports_parity(trained_run, tmp_path, capsys):
+    out = tmp_path / "cnn3.onnx"
+    assert main(["export", "--model", str(trained_run), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert out.is_file() and "fp32 ONNX model written to" in printed and " MB" in printed
+    assert "top-1 changed on 0.00% of 64 images" in printed
+    assert OnnxModel.load(out).classes == CLASSES
+
+
+def test_missing_model_errors_cleanly(tmp_path, capsys):
+    with pytest.raises(FerlabError, match="no model at"):
+        export_onnx(tmp_path / "nowhere", tmp_path / "m.onnx")
+    assert main(["export", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "ferlab export: error: no model at" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(FerlabError, match="no ONNX model at"):
+        OnnxModel.load(tmp_path / "m.onnx")
+
+
+def test_foreign_or_broken_onnx_files_error_cleanly(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a protobuf")
+    with pytest.raises(FerlabError, match="not a readable ONNX model"):
+        OnnxModel.load(broken)
+    proto = onnx.load(export_onnx(_fresh("cnn3_bn", GRAY48), tmp_path / "m.onnx"))
+    del proto.metadata_props[:]
+    onnx.save(proto, tmp_path / "foreign.onnx")
+    with pytest.raises(FerlabError, match="no ferlab metadata"):
+        OnnxModel.load(tmp_path / "foreign.onnx")
+
+
+def test_bad_pixels_and_untraceable_models_error_cleanly(tmp_path):
+    model = _fresh("cnn3_bn", GRAY48)
+    onnx_model = OnnxModel.load(export_onnx(model, tmp_path / "m.onnx"))
+    with pytest.raises(FerlabError, match=r"pixels must be uint8 \(N, 1, 48, 48\)"):
+        onnx_model.predict_proba(_pixels(RGB40, 2))
+    with pytest.raises(FerlabError, match="pixels must be uint8"):
+        onnx_model.predict_proba(_pixels(GRAY48, 2).float())
+    with pytest.raises(FerlabError, match="calibration pixels must be uint8"):
+        export_onnx(model, tmp_path / "q.onnx", int8=True, calibration=_pixels(RGB40, 4))
+    with pytest.raises(FerlabError, match="unknown test-time augmentation"):
+        onnx_model.predict_proba(_pixels(GRAY48, 2), tta="rotate")
+
+    class DataDependent(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # branches on values: torch.export cannot trace it
+            return torch.zeros(x.shape[0], 3) if x.sum() > 0 else torch.ones(x.shape[0], 3)
+
+    with pytest.raises(FerlabError, match="cannot export cnn3_bn to ONNX"):
+        export_onnx(LoadedModel(DataDependent(), model.meta), tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+@pytest.mark.slow
+def test_timm_backbone_matches_torch(tmp_path):
+    model = _fresh("mobilenetv2", GRAY48)
+    path = export_onnx(model, tmp_path / "mobilenetv2.onnx")
+    for n in (1, 5):
+        _assert_parity(model, path, _pixels(GRAY48, n, seed=n))
