@@ -26,8 +26,8 @@ def test_train_evaluate_predict(tree, tmp_path, capsys):
     assert main(["evaluate", "--model", str(run), "--data", str(tree), "--out", str(tmp_path / "eval")]) == 0
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["samples"] == 30
     assert main(["predict", "--model", str(run / "model.safetensors"), str(tree / "test"), "--out",
-                 str(tmp_path / "pred")]) == 0
-    assert "30 predictions written" in capsys.readouterr().out
+                 str(tmp_path / "pred"), "--detector", "none"]) == 0
+    assert "30 faces in 30 images (0 without a face" in capsys.readouterr().out
 
 
 def test_expected_errors_exit_non_zero_without_traceback(tmp_path):

@@ -28,8 +28,12 @@ _LAZY = {
     "load_config": "ferlab.training",
     "train": "ferlab.training",
     "evaluate": "ferlab.evaluation",
+    "report": "ferlab.evaluation",
     "Predictor": "ferlab.inference",
+    "Recognizer": "ferlab.inference",
     "predict_files": "ferlab.inference",
+    "process_video": "ferlab.inference",
+    "export_onnx": "ferlab.models.onnx",
 }
 
 __all__ = ["FerlabError", "__version__", *_LAZY]

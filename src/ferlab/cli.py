@@ -14,6 +14,8 @@ from ferlab.errors import FerlabError
 log = logging.getLogger("ferlab")
 
 TTA_CHOICES = ("none", "flip", "tencrop")  # ferlab.data.transforms.TTA_MODES, without importing torch for --help
+DETECTOR_CHOICES = ("haar", "yunet", "none")  # ferlab.inference.detect.DETECTORS, without importing OpenCV for --help
+BACKEND_CHOICES = ("auto", "torch", "onnx")  # ferlab.inference.recognizer.BACKENDS
 
 EXAMPLES = """examples:
   ferlab train --data fer2013-train-val.zip --model cnn3_bn --epochs 30 --out runs/cnn3
@@ -22,11 +24,14 @@ EXAMPLES = """examples:
   ferlab train --resume runs/c5
   ferlab evaluate --model runs/cnn3 --data fer2013-train-val.zip --out runs/cnn3/eval
   ferlab report runs/cnn3
-  ferlab predict --model runs/cnn3 faces/ photo.jpg --out predictions/ --tta flip
+  ferlab predict --model runs/cnn3 photos/ group.jpg --out predictions/ --detector yunet
+  ferlab predict --model runs/cnn3 faces/ --detector none --out predictions/ --tta flip
+  ferlab video clip.mp4 --model runs/cnn3 --out clip-emotions/ --stride 2
   ferlab calibrate --model runs/old-cnn3 --data fer2013-train-val.zip --split val
   ferlab train --data faces/ --model resnet50 --image-size 48 --channels 1 --pretrained hub --freeze last:2
   ferlab ensemble runs/cnn3 runs/resnet --method mean --out runs/ensemble
   ferlab explain --model runs/cnn3 faces/ --out explain/ --class happy
+  ferlab export --model runs/cnn3 --out cnn3.onnx --int8 --calibration fer2013-train-val.zip
   ferlab tune --space configs/search/cnn.yaml --data faces/ --out runs/tune --trials 20 --epochs 10
   ferlab data scan my-faces/ --out scan/ && ferlab data clean my-faces/ --quarantine quarantine/
   ferlab data split ckplus/ --ratios 70/10/20 --groups ckplus --out ckplus-split/
@@ -96,15 +101,36 @@ def _report(args: argparse.Namespace) -> None:
           f"macro-F1 {result.metrics['macro_f1']:.4f}; report in {result.html} and {result.markdown}")
 
 
+def _inference_model(args: argparse.Namespace) -> str:
+    if args.model is None:
+        raise FerlabError("--model is needed until ferlab ships a bundled model: give a run folder, "
+                          "model .safetensors or exported .onnx file")
+    return args.model
+
+
 def _predict(args: argparse.Namespace) -> None:
     from ferlab.inference import predict_files
 
-    predictions = predict_files(args.model, args.inputs, args.out, tta=args.tta)
-    for p in predictions[:20]:
-        print(f"{p.source}\t{p.label}\t{p.probs[p.label]:.3f}")
-    if len(predictions) > 20:
-        print(f"... {len(predictions) - 20} more")
-    print(f"{len(predictions)} predictions written to {args.out}")
+    found = predict_files(_inference_model(args), args.inputs, args.out, detector=args.detector,
+                          detector_path=args.detector_model, backend=args.backend, tta=args.tta)
+    for p in found.predictions[:20]:
+        print(f"{p.source}\t{p.index}\t{p.label}\t{p.probs[p.label]:.3f}")
+    if len(found.predictions) > 20:
+        print(f"... {len(found.predictions) - 20} more")
+    no_face = sum(n == 0 for n in found.faces.values())
+    print(f"{len(found.predictions)} faces in {len(found.faces)} images ({no_face} without a face, "
+          f"{len(found.unreadable)} unreadable files skipped; classified on {found.backend}); written to {args.out}")
+
+
+def _video(args: argparse.Namespace) -> None:
+    from ferlab.inference import process_video
+
+    result = process_video(_inference_model(args), args.input, args.out, detector=args.detector,
+                           detector_path=args.detector_model, backend=args.backend, tta=args.tta, stride=args.stride,
+                           smooth=args.smooth, show=args.show, max_frames=args.max_frames)
+    damaged = f" of {result.expected_frames} announced (damaged or cut short)" if result.truncated else ""
+    print(f"{result.frames} frames{damaged}, {len(result.tracks)} faces tracked; "
+          f"{result.video.name}, {result.csv.name} and {result.plot.name} written to {args.out}")
 
 
 def _calibrate(args: argparse.Namespace) -> None:
@@ -170,6 +196,20 @@ def _explain(args: argparse.Namespace) -> None:
 
     paths = explain_files(args.model, args.inputs, args.out, target=args.class_label or "predicted", layer=args.layer)
     print(f"Grad-CAM of {len(paths) - 1} image(s) written to {args.out} (gallery: {paths[-1].name})")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from ferlab.models import load_model
+    from ferlab.models.onnx import OnnxModel, check_parity, dataset_pixels, export_onnx, generated_pixels
+
+    model = load_model(args.model)
+    prep = model.meta.preprocessing
+    real = dataset_pixels(args.calibration, prep) if args.calibration else None
+    path = export_onnx(model, args.out, int8=args.int8, calibration=real)
+    sample = real if real is not None else generated_pixels(prep, seed=1)
+    parity = check_parity(model, OnnxModel.load(path), sample)
+    print(f"{'int8' if args.int8 else 'fp32'} ONNX model written to {path} ({path.stat().st_size / 1e6:.2f} MB); "
+          f"parity with PyTorch on {'--calibration' if real is not None else 'generated'} images: {parity}")
 
 
 def _merges(specs: Sequence[str] | None) -> dict[str, list[str]]:
@@ -327,6 +367,17 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     suspects.set_defaults(run=_data_suspects)
 
 
+def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="run folder, model .safetensors or exported .onnx (required for now)")
+    parser.add_argument("--detector", choices=DETECTOR_CHOICES, default="haar",
+                        help="face detector; none: the images already are face crops (default haar)")
+    parser.add_argument("--detector-model", "--detector-path", dest="detector_model", metavar="FILE",
+                        help="YuNet .onnx file for --detector yunet (default: the user cache, downloaded once)")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                        help="classify on torch, onnx (ONNX Runtime) or auto (onnx where the model exports)")
+    parser.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ferlab", description="Facial expression recognition: train, evaluate, predict.",
@@ -388,12 +439,26 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
     report.set_defaults(run=_report)
 
-    predict = commands.add_parser("predict", help="classify face-crop images; writes CSV and JSON")
-    predict.add_argument("--model", required=True, help="run folder or model .safetensors")
+    predict = commands.add_parser("predict", help="find and classify the faces in photos; annotated copies, CSV and JSON")
     predict.add_argument("inputs", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     predict.add_argument("--out", required=True, help="output folder")
-    predict.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
+    _add_inference_options(predict)
     predict.set_defaults(run=_predict)
+
+    video = commands.add_parser(
+        "video", help="track and classify the faces of a video or camera; annotated video, per-frame CSV, plot",
+        epilog="examples:\n  ferlab video clip.mp4 --model runs/cnn3 --out clip/ --detector yunet --stride 2\n"
+               "  ferlab video 0 --model runs/cnn3 --out webcam/ --show   # camera 0; q or Ctrl-C ends it",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    video.add_argument("input", metavar="INPUT", help="video file, or a camera index such as 0")
+    video.add_argument("--out", required=True, help="output folder")
+    _add_inference_options(video)
+    video.add_argument("--stride", type=int, default=1, help="detect faces every N frames; between, reuse the boxes")
+    video.add_argument("--smooth", type=float, default=0.6,
+                       help="weight of each face's past probabilities, 0 (none) to below 1 (default 0.6)")
+    video.add_argument("--show", action="store_true", help="live window, where a display exists")
+    video.add_argument("--max-frames", type=int, help="stop after N frames")
+    video.set_defaults(run=_video)
 
     calibrate = commands.add_parser(
         "calibrate", help="fit a model's temperature on held-out images and store it in the model",
@@ -453,6 +518,18 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--layer", help="module to explain, e.g. 8 (see `ferlab models NAME`; "
                                          "default: the last convolution with a spatial output)")
     explain.set_defaults(run=_explain)
+    export = commands.add_parser(
+        "export", help="write a model as one ONNX file (preprocessing and labels inside) for ONNX Runtime",
+        epilog="examples:\n  ferlab export --model runs/cnn3 --out cnn3.onnx\n"
+               "  ferlab export --model runs/cnn3 --out cnn3-int8.onnx --int8 --calibration fer2013-train-val.zip",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.add_argument("--model", required=True, help="run folder or model .safetensors")
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="export format (only onnx so far)")
+    export.add_argument("--int8", action="store_true", help="quantise weights and activations to int8 (static)")
+    export.add_argument("--calibration", metavar="DATA",
+                        help="dataset whose images (256 at most) calibrate --int8 and check parity (default: generated images)")
+    export.set_defaults(run=_export)
     _add_data_commands(commands)
     return parser
 

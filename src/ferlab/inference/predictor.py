@@ -1,55 +1,60 @@
-"""Classifying face-crop images with a trained model (face detection comes later)."""
+"""Predictions for image files, folders and globs: one row per face, annotated copies, a CSV and a JSON file."""
 
 from __future__ import annotations
 
 import glob
+import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from ferlab._io import write_csv, write_json
-from ferlab.data.images import decode_image, is_image_name
-from ferlab.data.transforms import check_tta, to_pixels
+from ferlab.data.images import is_image_name
 from ferlab.errors import FerlabError
+from ferlab.inference.annotate import annotate, save_image
+from ferlab.inference.detect import Detector
+from ferlab.inference.faces import load_image
+from ferlab.inference.recognizer import Classifier, FaceResult, Recognizer
 from ferlab.models import LoadedModel, load_model
 
-__all__ = ["ImageInput", "Prediction", "Predictor", "expand_inputs", "predict_files"]
+__all__ = ["FilePredictions", "ImageInput", "Prediction", "Predictor", "expand_inputs", "predict_files"]
+
+log = logging.getLogger(__name__)
 
 ImageInput = str | Path | Image.Image | np.ndarray
+#: Below this many files the progress bar stays hidden.
+PROGRESS_MIN_FILES = 20
 
 
 @dataclass(frozen=True)
-class Prediction:
-    """The model's answer for one image."""
+class Prediction(FaceResult):
+    """A face of a named image: `index` counts its image's faces from the left, from 0."""
 
     source: str
-    label: str
-    probs: dict[str, float]
+    index: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "label": self.label, "probs": self.probs}
+        return {"source": self.source, "face": self.index, **super().to_dict()}
 
 
-def _as_image(item: ImageInput, position: int) -> tuple[Image.Image, str]:
+def _name(item: ImageInput, position: int) -> str:
     if isinstance(item, Image.Image):
-        return item, f"<image {position}>"
+        return f"<image {position}>"
     if isinstance(item, np.ndarray):
-        if item.dtype != np.uint8 or item.ndim not in (2, 3):
-            raise FerlabError(f"array {position}: expected uint8 (H, W) or (H, W, 3) RGB, got {item.dtype} {item.shape}")
-        return Image.fromarray(item), f"<array {position}>"
-    path = Path(item)
-    if not path.is_file():
-        raise FerlabError(f"no such image file: {path}")
-    return decode_image(path, str(path)), str(path)
+        return f"<array {position}>"
+    return str(item)
 
 
 class Predictor:
-    """Batched classification of face crops with the model's own preprocessing and temperature.
+    """Classifies images that already are face crops, one Prediction per image, on PyTorch.
+
+    A `Recognizer` with detector ``none``: each image is prepared exactly as training crops were.
 
     Args:
         tta: test-time augmentation, ``none``, ``flip`` or ``tencrop`` (see `ferlab.data.transforms.tta_views`).
@@ -59,9 +64,11 @@ class Predictor:
     """
 
     def __init__(self, model: LoadedModel, tta: str = "none") -> None:
-        check_tta(tta)
-        self.model = model
-        self.tta = tta
+        self.recognizer = Recognizer(model, "none", backend="torch", tta=tta)
+
+    @property
+    def model(self) -> LoadedModel:
+        return self.recognizer.model
 
     @classmethod
     def from_path(cls, path: str | Path, tta: str = "none") -> Predictor:
@@ -69,16 +76,28 @@ class Predictor:
 
     def predict(self, images: Sequence[ImageInput]) -> list[Prediction]:
         """One Prediction per image: paths, PIL images or uint8 arrays (RGB), in one batch."""
-        decoded = [_as_image(item, i) for i, item in enumerate(images)]
-        if not decoded:
-            return []
-        pixels = torch.stack([to_pixels(image, self.model.meta.preprocessing) for image, _ in decoded])
-        probs = self.model.predict_proba(pixels, tta=self.tta)
-        classes = self.model.classes
-        return [
-            Prediction(source, classes[int(p.argmax())], {c: float(v) for c, v in zip(classes, p)})
-            for (_, source), p in zip(decoded, probs)
-        ]
+        results = self.recognizer.recognize_batch(images)
+        return [Prediction(r.face, r.label, r.probs, _name(item, i))
+                for i, (item, (r,)) in enumerate(zip(images, results))]
+
+
+@dataclass(frozen=True)
+class FilePredictions:
+    """What `predict_files` found and wrote.
+
+    Attributes:
+        predictions: one per face, files in input order, faces left to right.
+        faces: each image read, with its number of faces (0: none found; it has no prediction).
+        unreadable: each file skipped, with the reason.
+        annotated: the annotated copies written (none with detector ``none``).
+        backend: ``torch`` or ``onnx``, as the `Recognizer` chose.
+    """
+
+    predictions: list[Prediction]
+    faces: dict[str, int]
+    unreadable: dict[str, str]
+    annotated: list[Path]
+    backend: str
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
@@ -107,32 +126,76 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return found
 
 
+def _read(paths: Sequence[Path], unreadable: dict[str, str]) -> dict[Path, np.ndarray]:
+    """The images that can be read, as RGB arrays; the others are logged and noted in `unreadable`."""
+    images = {}
+    for path in paths:
+        try:
+            images[path] = load_image(path)
+        except FerlabError as err:
+            log.warning("skipped: %s", err)
+            unreadable[str(path)] = str(err)
+    return images
+
+
 def predict_files(
-    model: str | Path | LoadedModel,
+    model: str | Path | Classifier,
     inputs: Sequence[str | Path],
     out: str | Path,
-    batch_size: int = 256,
+    *,
+    detector: str | Detector = "haar",
+    detector_path: str | Path | None = None,
+    backend: str = "auto",
     tta: str = "none",
-) -> list[Prediction]:
-    """Classify image files, folders or globs; write ``predictions.csv`` and ``predictions.json`` to `out`.
+    batch_size: int = 32,
+) -> FilePredictions:
+    """Find and classify the faces in image files, folders or globs; write the results to `out`.
+
+    Writes ``predictions.csv`` (one row per face), ``predictions.json`` (also listing images without
+    a face and unreadable files) and, unless the detector is ``none``, annotated copies of the images
+    under ``annotated/``, in the inputs' folder structure. An unreadable file is skipped, not fatal.
 
     Args:
-        tta: test-time augmentation, as in `Predictor`.
+        model, detector, detector_path, backend, tta: as for `Recognizer`.
+        batch_size: images decoded and classified together.
+
+    Raises:
+        FerlabError: a missing input, options the Recognizer refuses, or no readable image at all.
     """
-    predictor = Predictor(model if isinstance(model, LoadedModel) else load_model(model), tta)
+    recognizer = Recognizer(model, detector, backend=backend, tta=tta, detector_path=detector_path)
     paths = expand_inputs(inputs)
-    predictions = [
-        prediction
-        for start in range(0, len(paths), batch_size)
-        for prediction in predictor.predict(paths[start:start + batch_size])
-    ]
-    classes = list(predictor.model.classes)
+    if not paths:
+        raise FerlabError("no input images given")
     out = Path(out)
-    write_json(out / "predictions.json",
-               {"classes": classes, "tta": tta, "predictions": [p.to_dict() for p in predictions]})
+    classes = list(recognizer.classes)
+    crops = recognizer.detector.name == "none"
+    root = Path(os.path.commonpath([p.resolve().parent for p in paths]))
+    predictions: list[Prediction] = []
+    faces: dict[str, int] = {}
+    unreadable: dict[str, str] = {}
+    annotated: list[Path] = []
+    with tqdm(total=len(paths), unit="image", disable=len(paths) < PROGRESS_MIN_FILES or None) as bar:
+        for start in range(0, len(paths), batch_size):
+            images = _read(paths[start:start + batch_size], unreadable)
+            for (path, image), results in zip(images.items(), recognizer.recognize_batch(list(images.values()))):
+                faces[str(path)] = len(results)
+                predictions += [Prediction(r.face, r.label, r.probs, str(path), i) for i, r in enumerate(results)]
+                if not crops:
+                    target = out / "annotated" / path.resolve().relative_to(root)
+                    annotated.append(save_image(target, annotate(image, results, classes)))
+            bar.update(min(batch_size, len(paths) - start))
+    if not faces:
+        raise FerlabError(f"none of the {len(paths)} input files could be read; first: {next(iter(unreadable.values()))}")
+    write_json(out / "predictions.json", {
+        "classes": classes, "detector": recognizer.detector.name, "backend": recognizer.backend, "tta": tta,
+        "predictions": [p.to_dict() for p in predictions],
+        "images": [{"source": source, "faces": n} for source, n in faces.items()],
+        "unreadable": [{"source": source, "error": error} for source, error in unreadable.items()],
+    })
     write_csv(
         out / "predictions.csv",
-        [{"source": p.source, "label": p.label, **{c: round(p.probs[c], 6) for c in classes}} for p in predictions],
-        ["source", "label", *classes],
+        [{"source": p.source, "face": p.index, **dict(zip("xywh", p.face.box)), "score": round(p.face.score, 4),
+          "label": p.label, **{c: round(p.probs[c], 6) for c in classes}} for p in predictions],
+        ["source", "face", "x", "y", "w", "h", "score", "label", *classes],
     )
-    return predictions
+    return FilePredictions(predictions, faces, unreadable, annotated, recognizer.backend)
