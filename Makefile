@@ -1,4 +1,4 @@
-# make run DATA=path/to/fer2013   set up, then train and evaluate on DATA
+# make run DATA=path/to/fer2013   set up, then train on DATA and write its report
 # make test                       set up, then run the test suite
 VENV ?= .venv
 PYTHON ?= python3
@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	@test -n "$(DATA)" || { echo "usage: make run DATA=path/to/dataset [MODEL=cnn3_bn EPOCHS=30]"; exit 2; }
 	$(BIN)/ferlab train --data "$(DATA)" --model $(MODEL) --epochs $(EPOCHS) --out "$(RUN)"
-	$(BIN)/ferlab evaluate --model "$(RUN)" --data "$(DATA)" --out "$(RUN)/eval"
+	$(BIN)/ferlab report "$(RUN)" --data "$(DATA)"
 
 test: setup
 	$(BIN)/python -m pytest
