@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ferlab import __version__
 from ferlab.errors import FerlabError
@@ -212,6 +213,23 @@ def _export(args: argparse.Namespace) -> None:
           f"parity with PyTorch on {'--calibration' if real is not None else 'generated'} images: {parity}")
 
 
+def _api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from ferlab.inference import Recognizer
+    from ferlab.serving.api import create_app
+
+    paths = _inference_model(args)
+    names = [Path(path).stem for path in paths]
+    if len(set(names)) < len(names):
+        raise FerlabError(f"two --model files share a name ({', '.join(names)}); the API tells models apart by name")
+    models = {name: Recognizer(path, args.detector, backend=args.backend, tta=args.tta,
+                               detector_path=args.detector_model) for name, path in zip(names, paths)}
+    # The key comes from the environment: a command-line argument would show in `ps` to every user.
+    app = create_app(models, api_key=os.environ.get("FERLAB_API_KEY") or None)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
 def _merges(specs: Sequence[str] | None) -> dict[str, list[str]]:
     """``["angry=disgust,contempt"]`` -> ``{"angry": ["disgust", "contempt"]}``."""
     merges: dict[str, list[str]] = {}
@@ -367,8 +385,10 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     suspects.set_defaults(run=_data_suspects)
 
 
-def _add_inference_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="run folder, model .safetensors or exported .onnx (required for now)")
+def _add_inference_options(parser: argparse.ArgumentParser, several_models: bool = False) -> None:
+    parser.add_argument("--model", action="append" if several_models else "store",
+                        help="run folder, model .safetensors or exported .onnx (required for now)"
+                             + ("; repeat it to compare models" if several_models else ""))
     parser.add_argument("--detector", choices=DETECTOR_CHOICES, default="haar",
                         help="face detector; none: the images already are face crops (default haar)")
     parser.add_argument("--detector-model", "--detector-path", dest="detector_model", metavar="FILE",
@@ -530,6 +550,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--calibration", metavar="DATA",
                         help="dataset whose images (256 at most) calibrate --int8 and check parity (default: generated images)")
     export.set_defaults(run=_export)
+    api = commands.add_parser(
+        "api", help="REST API (FastAPI): POST /v1/predict, /v1/predict/batch; GET /v1/models, /health, /docs",
+        epilog="examples:\n  ferlab api --model runs/cnn3 --port 8000\n"
+               "  ferlab api --model runs/cnn3 --model runs/resnet   # POST /v1/predict?model=resnet\n"
+               "  FERLAB_API_KEY=secret ferlab api --model cnn3.onnx --host 0.0.0.0  # clients send X-API-Key",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    _add_inference_options(api, several_models=True)
+    api.set_defaults(run=_api)
     _add_data_commands(commands)
     return parser
 
