@@ -117,8 +117,8 @@ def test_bad_options_and_inputs_are_named(model, tmp_path):
         Recognizer(model, "none", tta="mirror")
     with pytest.raises(FerlabError, match="detector_path goes with a detector name"):
         Recognizer(model, ScriptedDetector([[]]), detector_path=tmp_path / "x.onnx")
-    with pytest.raises(FerlabError, match="no bundled model 'fast'"):
-        Recognizer.from_pretrained()
+    with pytest.raises(FerlabError, match="no bundled model 'tiny'; bundled: fast, accurate"):
+        Recognizer.from_pretrained("tiny")
     with pytest.raises(FerlabError, match="no model at"):
         Recognizer(tmp_path / "missing", "none")
     (tmp_path / "fake.jpg").write_text("hello")

@@ -24,6 +24,7 @@ from ferlab.data.transforms import check_tta, to_pixels
 from ferlab.errors import FerlabError
 from ferlab.inference.detect import Detector, Face, create_detector
 from ferlab.inference.faces import face_pixels, load_image
+from ferlab.models.bundled import bundled_dir
 from ferlab.models.io import LoadedModel, load_model
 from ferlab.models.onnx import OnnxModel, export_onnx
 
@@ -123,13 +124,12 @@ class Recognizer:
 
     @classmethod
     def from_pretrained(cls, name: str = "fast", **kwargs: Any) -> Recognizer:
-        """The bundled model `name` with `kwargs` for the constructor.
+        """The bundled model `name` (``fast`` or ``accurate``, shipped in the package) with `kwargs` for the constructor.
 
         Raises:
-            FerlabError: always, until ferlab ships bundled models (issue 9).
+            FerlabError: an unknown name.
         """
-        raise FerlabError(f"ferlab has no bundled model {name!r} yet; train one (`ferlab train`) and pass its run "
-                          "folder: Recognizer('runs/cnn3', detector=...)")
+        return cls(str(bundled_dir(name)), **kwargs)
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from torch import nn
 from ferlab._io import atomic_path, write_json
 from ferlab.data.transforms import check_tta, normalize, tta_views
 from ferlab.errors import FerlabError
+from ferlab.models.bundled import bundled_dir, is_bundled, resolve_model
 from ferlab.models.meta import ModelMeta
 from ferlab.models.registry import create_model
 
@@ -127,8 +128,12 @@ def save_temperature(path: str | Path, temperature: float) -> Path:
         The metadata file written.
 
     Raises:
-        FerlabError: no valid metadata at `path`, or a temperature that is not positive and finite.
+        FerlabError: no valid metadata at `path`, a bundled model (part of the installed package, never
+            changed in place), or a temperature that is not positive and finite.
     """
+    if is_bundled(path):
+        raise FerlabError(f"{path!r} is a bundled model and is not changed in place; copy its folder "
+                          f"({bundled_dir(path)}) and calibrate the copy")
     meta_path = _model_files(Path(path).expanduser())[1]
     data, meta = _read_meta(meta_path, path)
     data["temperature"] = replace(meta, temperature=temperature).temperature  # validated, a plain float
@@ -142,7 +147,7 @@ def load_model(path: str | Path) -> LoadedModel:
     Raises:
         FerlabError: a file is missing or does not match the metadata.
     """
-    weights_path, meta_path = _model_files(Path(path).expanduser())
+    weights_path, meta_path = _model_files(resolve_model(path))
     _require(weights_path, path)
     meta = _read_meta(meta_path, path)[1]
     module = build_model(meta)

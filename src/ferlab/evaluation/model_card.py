@@ -1,0 +1,116 @@
+"""Model cards: what a shipped model was trained on, how, how well it does, how fast, and where it fails.
+
+A card is built from an evaluation's metrics (never typed by hand), so the
+figures it states are the ones a user reproduces with ``ferlab evaluate``.
+It is written twice: ``card.json`` for programs and tests, ``MODEL_CARD.md`` for people.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ferlab._io import write_json, write_text
+
+__all__ = ["FER2013_LIMITS", "FER2013_TERMS", "ModelCard", "model_card", "write_model_card"]
+
+FER2013_LIMITS = (
+    "Trained on FER2013: 48x48 grayscale web images found by emotion keywords (Goodfellow et al., 2013). "
+    "Colour, resolution above 48 px and head pose beyond the web's typical frontal faces are lost or unseen.",
+    "FER2013's labels are single crowd labels; human agreement on them is about 65% (Goodfellow et al.), "
+    "and the label-noise finder flags some 30% of the training images (`ferlab data suspects`).",
+    "Posed and exaggerated expressions dominate; subtle, spontaneous expressions (video calls, driving) "
+    "are recognised less well, and `disgust` has 436 training images of 28,709.",
+    "FER2013 has no demographic annotation, and audits of FER datasets report skews in age, gender and skin "
+    "tone; accuracy on under-represented groups is unknown and may be lower. Measure on your own population.",
+    "An expression is not an emotion: the model labels facial muscle configurations, not what a person "
+    "feels. Do not use it to make decisions about people (hiring, policing, health, education).",
+)
+FER2013_TERMS = (
+    "FER2013 was released for the ICML 2013 Challenges in Representation Learning (Kaggle) for research. "
+    "The images come from the web and their rights stay with their owners; the weights learnt from them "
+    "are shared for research and education, and commercial use is at the user's own legal risk."
+)
+
+
+@dataclass
+class ModelCard:
+    """The facts of one shipped model.
+
+    Attributes:
+        recipe: how it was made (config file, command, training time), in words and commands.
+        metrics: headline figures of the evaluation (accuracy, macro-F1, ECE, ...).
+        per_class_recall: class -> recall on the evaluated split.
+        confusion_matrix: counts, rows true classes, columns predictions, in `classes` order.
+        speed: measured figures, e.g. ``{"crops/s, batch 1": 950.0, "cpu": "2 cores ..."}``.
+    """
+
+    name: str
+    summary: str
+    architecture: str
+    parameters: int
+    size_mb: float
+    classes: list[str]
+    tta: str
+    temperature: float
+    data: str
+    evaluated_on: str
+    recipe: list[str]
+    metrics: dict[str, float]
+    per_class_recall: dict[str, float]
+    confusion_matrix: list[list[int]]
+    speed: dict[str, Any] = field(default_factory=dict)
+    limits: list[str] = field(default_factory=lambda: list(FER2013_LIMITS))
+    terms: str = FER2013_TERMS
+
+
+_HEADLINE = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "top2_accuracy": "top-2 accuracy",
+             "macro_f1": "macro-F1", "macro_auroc": "macro AUROC", "log_loss": "log loss", "ece": "calibration error (ECE)"}
+
+
+def model_card(metrics: Mapping[str, Any], *, name: str, summary: str, parameters: int, size_mb: float, data: str,
+               evaluated_on: str, recipe: Sequence[str], speed: Mapping[str, Any] | None = None) -> ModelCard:
+    """A card from an evaluation's ``metrics.json`` content (see `ferlab.evaluation.evaluate`)."""
+    classes = list(metrics["classes"])
+    return ModelCard(
+        name=name, summary=summary, architecture=metrics["architecture"], parameters=parameters,
+        size_mb=round(size_mb, 2), classes=classes, tta=metrics["tta"], temperature=metrics["temperature"],
+        data=data, evaluated_on=evaluated_on, recipe=list(recipe),
+        metrics={key: metrics[key] for key in _HEADLINE if metrics.get(key) is not None},
+        per_class_recall={c: metrics["per_class"][c]["recall"] for c in classes},
+        confusion_matrix=[list(map(int, row)) for row in metrics["confusion_matrix"]],
+        speed=dict(speed or {}),
+    )
+
+
+def _markdown(card: ModelCard) -> str:
+    lines = [f"# ferlab `{card.name}`", "", card.summary, "",
+             f"- architecture: {card.architecture}, {card.parameters:,} parameters, {card.size_mb:.1f} MB of weights",
+             f"- classes: {', '.join(card.classes)}",
+             f"- trained on: {card.data}",
+             f"- evaluated on: {card.evaluated_on}" + (f", test-time augmentation `{card.tta}`" if card.tta != "none" else ""),
+             f"- temperature (probability calibration): {card.temperature:.3f}", "",
+             "## Recipe", "", *[f"- {step}" for step in card.recipe], "",
+             "## Accuracy", "", "| metric | value |", "|---|---:|",
+             *[f"| {_HEADLINE[k]} | {v:.4f} |" for k, v in card.metrics.items()], "",
+             "Recall per class:", "", "| " + " | ".join(card.classes) + " |", "|" + "---:|" * len(card.classes),
+             "| " + " | ".join(f"{card.per_class_recall[c]:.3f}" for c in card.classes) + " |", "",
+             "Confusion matrix (rows: true class, columns: predicted):", "",
+             "| | " + " | ".join(card.classes) + " |", "|---|" + "---:|" * len(card.classes),
+             *[f"| **{c}** | " + " | ".join(map(str, row)) + " |" for c, row in zip(card.classes, card.confusion_matrix)],
+             ""]
+    if card.speed:
+        lines += ["## Speed", "", *[f"- {k}: {v:,.0f}" if isinstance(v, float) else f"- {k}: {v}"
+                                    for k, v in card.speed.items()], ""]
+    lines += ["## Known limits", "", *[f"- {limit}" for limit in card.limits], "", "## Data terms", "", card.terms, ""]
+    return "\n".join(lines)
+
+
+def write_model_card(card: ModelCard, folder: str | Path) -> tuple[Path, Path]:
+    """Write ``card.json`` and ``MODEL_CARD.md`` into `folder` atomically; returns both paths."""
+    folder = Path(folder)
+    write_json(folder / "card.json", asdict(card))
+    write_text(folder / "MODEL_CARD.md", _markdown(card))
+    return folder / "card.json", folder / "MODEL_CARD.md"
