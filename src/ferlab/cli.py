@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   ferlab predict --model runs/cnn3 photos/ group.jpg --out predictions/ --detector yunet
   ferlab predict --model runs/cnn3 faces/ --detector none --out predictions/ --tta flip
   ferlab video clip.mp4 --model runs/cnn3 --out clip-emotions/ --stride 2
+  ferlab serve --model runs/cnn3 --model runs/resnet   # web app on http://127.0.0.1:7860
   ferlab calibrate --model runs/old-cnn3 --data fer2013-train-val.zip --split val
   ferlab train --data faces/ --model resnet50 --image-size 48 --channels 1 --pretrained hub --freeze last:2
   ferlab ensemble runs/cnn3 runs/resnet --method mean --out runs/ensemble
@@ -103,10 +104,13 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _inference_model(args: argparse.Namespace) -> str:
-    if args.model is None:
-        raise FerlabError("--model is needed until ferlab ships a bundled model: give a run folder, "
-                          "model .safetensors or exported .onnx file")
-    return args.model
+    from ferlab.models.bundled import DEFAULT_MODEL
+
+    return args.model or DEFAULT_MODEL
+
+
+def _inference_models(args: argparse.Namespace) -> list[str]:
+    return args.model or [_inference_model(args)]
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -132,6 +136,13 @@ def _video(args: argparse.Namespace) -> None:
     damaged = f" of {result.expected_frames} announced (damaged or cut short)" if result.truncated else ""
     print(f"{result.frames} frames{damaged}, {len(result.tracks)} faces tracked; "
           f"{result.video.name}, {result.csv.name} and {result.plot.name} written to {args.out}")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from ferlab.serving.app import build_app
+
+    app = build_app(_inference_models(args), args.detector, tta=args.tta, backend=args.backend, detector_path=args.detector_model)
+    app.launch(server_name=args.host, server_port=args.port, share=args.share)
 
 
 def _calibrate(args: argparse.Namespace) -> None:
@@ -214,12 +225,14 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _api(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from ferlab.inference import Recognizer
+    from ferlab.serving import require_serving
     from ferlab.serving.api import create_app
 
-    paths = _inference_model(args)
+    require_serving("fastapi", "python_multipart", "uvicorn")
+    import uvicorn
+
+    paths = _inference_models(args)
     names = [Path(path).stem for path in paths]
     if len(set(names)) < len(names):
         raise FerlabError(f"two --model files share a name ({', '.join(names)}); the API tells models apart by name")
@@ -387,7 +400,8 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
 
 def _add_inference_options(parser: argparse.ArgumentParser, several_models: bool = False) -> None:
     parser.add_argument("--model", action="append" if several_models else "store",
-                        help="run folder, model .safetensors or exported .onnx (required for now)"
+                        help="fast or accurate (the bundled models; default fast), a run folder, "
+                             "model .safetensors or exported .onnx"
                              + ("; repeat it to compare models" if several_models else ""))
     parser.add_argument("--detector", choices=DETECTOR_CHOICES, default="haar",
                         help="face detector; none: the images already are face crops (default haar)")
@@ -479,6 +493,17 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--show", action="store_true", help="live window, where a display exists")
     video.add_argument("--max-frames", type=int, help="stop after N frames")
     video.set_defaults(run=_video)
+
+    serve = commands.add_parser(
+        "serve", help="web app (Gradio): photos, the browser camera, videos, and models side by side",
+        epilog="examples:\n  ferlab serve --model runs/cnn3   # then open http://127.0.0.1:7860\n"
+               "  ferlab serve --model runs/cnn3 --model cnn3-int8.onnx --detector yunet   # adds a Compare tab",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_inference_options(serve, several_models=True)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    serve.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
+    serve.set_defaults(run=_serve)
 
     calibrate = commands.add_parser(
         "calibrate", help="fit a model's temperature on held-out images and store it in the model",

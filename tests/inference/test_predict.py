@@ -120,5 +120,6 @@ def test_cli_predict(trained_run, tree, tmp_path, capsys):
                  "--detector", "none", "--backend", "torch"]) == 0
     assert "10 faces in 10 images (0 without a face, 0 unreadable files skipped; classified on torch)" in \
         capsys.readouterr().out
-    assert main(["predict", str(tree / "val" / "happy"), "--out", str(tmp_path / "x")]) == 2
-    assert "--model is needed" in capsys.readouterr().err
+    assert main(["predict", str(tree / "val" / "happy"), "--out", str(tmp_path / "x"), "--detector", "none"]) == 0
+    bundled = json.loads((tmp_path / "x" / "predictions.json").read_text())  # the bundled default, fast
+    assert bundled["classes"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]

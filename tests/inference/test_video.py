@@ -133,8 +133,8 @@ def test_cli_video(trained_run, moving_faces, tmp_path, capsys):
     assert code == 0
     assert len(read_rows(tmp_path / "frames.csv")) == 5
     assert "5 frames" in capsys.readouterr().out
-    assert main(["video", str(video), "--out", str(tmp_path / "x"), "--detector", "none"]) == 2
-    assert "--model is needed" in capsys.readouterr().err
+    assert main(["video", str(video), "--out", str(tmp_path / "x"), "--detector", "none", "--max-frames", "2"]) == 0
+    assert len(read_rows(tmp_path / "x" / "frames.csv")) == 2  # the bundled default model
 
 
 @pytest.mark.skipif(not (WILD.is_dir() and YUNET.is_file()), reason="../shared videos or YuNet model missing")

@@ -25,6 +25,7 @@ from ferlab import __version__
 from ferlab.data.images import IMAGE_FORMATS, decode_image
 from ferlab.errors import FerlabError
 from ferlab.inference.faces import load_image
+from ferlab.serving import require_serving
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -189,6 +190,7 @@ def create_app(
     Raises:
         FerlabError: no model, or an empty API key.
     """
+    require_serving("fastapi", "python_multipart")
     import anyio
     import anyio.to_thread
     from fastapi import Depends, FastAPI, Query, Request
@@ -220,7 +222,7 @@ def create_app(
     header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="needed when the server has a key")
 
     def check_key(key: str | None = Depends(header)) -> None:
-        if api_key is not None and (key is None or not secrets.compare_digest(key.encode(), api_key.encode())):
+        if key is None or not secrets.compare_digest(key.encode(), api_key.encode()):
             raise ApiError(401, f"missing or wrong {API_KEY_HEADER} header")
 
     def pick(name: str | None) -> tuple[str, _Served]:
@@ -233,19 +235,21 @@ def create_app(
         return await anyio.to_thread.run_sync(model.predict, files, limits, limiter=threads)
 
     model_query = Query(None, description=f"a name from /v1/models (default: {default})")
-    secured = [Depends(check_key)]
+    # Only a keyed server declares the header, so the published schema says whether clients need one.
+    secured = [Depends(check_key)] if api_key is not None else []
+    keyed = (401,) if api_key is not None else ()
 
     @app.get("/health", response_model=Health, tags=["status"])
     async def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "models": list(served)}
 
-    @app.get("/v1/models", response_model=list[ModelInfo], dependencies=secured, responses=error_responses(401),
+    @app.get("/v1/models", response_model=list[ModelInfo], dependencies=secured, responses=error_responses(*keyed),
              tags=["models"])
     async def list_models() -> list[dict[str, Any]]:
         return [model.info(name) for name, model in served.items()]
 
     @app.post("/v1/predict", response_model=Prediction, dependencies=secured, tags=["predict"],
-              openapi_extra=_openapi_body(batch=False), responses=error_responses(400, 401, 404, 413, 415, 422))
+              openapi_extra=_openapi_body(batch=False), responses=error_responses(400, *keyed, 404, 413, 415, 422))
     async def predict(request: Request, model: str | None = model_query) -> dict[str, Any]:
         """The faces in one image: multipart field ``file``, or the image file itself as the body."""
         name, chosen = pick(model)
@@ -263,7 +267,7 @@ def create_app(
         return {"model": name, **(await run(chosen, files))[0]}
 
     @app.post("/v1/predict/batch", response_model=BatchPrediction, dependencies=secured, tags=["predict"],
-              openapi_extra=_openapi_body(batch=True), responses=error_responses(400, 401, 404, 413, 415, 422))
+              openapi_extra=_openapi_body(batch=True), responses=error_responses(400, *keyed, 404, 413, 415, 422))
     async def predict_batch(request: Request, model: str | None = model_query) -> dict[str, Any]:
         """The faces in several images (multipart fields ``files``), classified in one batch; any bad image fails all."""
         name, chosen = pick(model)

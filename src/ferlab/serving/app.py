@@ -1,0 +1,217 @@
+"""The Gradio web app of `ferlab serve`: photos, the browser camera, videos, and models side by side.
+
+The tabs call plain methods of `Demo`, so the tests drive the same code without a browser.
+Gradio and pandas are imported inside functions: they are the optional ``serve`` extra.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ferlab.data.transforms import TTA_MODES
+from ferlab.errors import FerlabError
+from ferlab.inference.annotate import annotate
+from ferlab.inference.detect import DETECTORS
+from ferlab.inference.recognizer import FaceResult, Recognizer
+from ferlab.inference.video import process_video
+from ferlab.serving import require_serving
+
+if TYPE_CHECKING:
+    import gradio as gr
+    import pandas as pd
+
+__all__ = ["Demo", "build_app", "face_table"]
+
+#: Seconds between webcam frames sent by the browser; the annotation keeps up with this on a CPU.
+STREAM_EVERY = 0.2
+
+
+def face_table(results: Sequence[FaceResult], classes: Sequence[str]) -> pd.DataFrame:
+    """One row per face and class (face, bar, class, probability): the bar chart's data.
+
+    ``bar`` (``#0 happy``) gives each face its own group of bars; a ``class`` axis shared
+    by several faces would stack their probabilities.
+    """
+    import pandas as pd
+
+    rows = [{"face": f"#{i}", "bar": f"#{i} {c}", "class": c, "probability": r.probs[c]}
+            for i, r in enumerate(results) for c in classes]
+    return pd.DataFrame(rows, columns=["face", "bar", "class", "probability"])
+
+
+class Demo:
+    """The loaded models and what each tab does with them.
+
+    A Recognizer per (model, detector, TTA) is built on first use and kept: each model is loaded
+    (and exported to ONNX) once, and the detector and TTA choices reuse that classifier.
+
+    Args:
+        models: run folders, model files or ``.onnx`` files; the first is the default.
+        backend, detector_path: as for `Recognizer`.
+
+    Raises:
+        FerlabError: no model, or a model that cannot be loaded.
+    """
+
+    def __init__(self, models: Sequence[str | Path], *, backend: str = "auto",
+                 detector_path: str | Path | None = None) -> None:
+        if not models:
+            raise FerlabError("no model given: pass at least one run folder, model .safetensors or .onnx file")
+        self.names = [Path(m).name for m in models]
+        self.detector_path = detector_path
+        self._base = [Recognizer(m, "none", backend=backend) for m in models]
+        self._recognizers: dict[tuple[int, str, str], Recognizer] = {}
+        self._lock = threading.Lock()
+        self._workdir = tempfile.TemporaryDirectory(prefix="ferlab-serve-")
+
+    def recognizer(self, model: int = 0, detector: str = "haar", tta: str = "none") -> Recognizer:
+        """The Recognizer for model number `model` with this detector and TTA, sharing that model's classifier."""
+        key = (model, detector, tta)
+        with self._lock:
+            if key not in self._recognizers:
+                base = self._base[model]
+                path = self.detector_path if detector == "yunet" else None
+                self._recognizers[key] = Recognizer(base.model, detector, backend=base.backend, tta=tta,
+                                                    detector_path=path)
+            return self._recognizers[key]
+
+    def image(self, image: str | Path | np.ndarray | None, detector: str = "haar", tta: str = "none",
+              model: int = 0) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any]]:
+        """A photo annotated (box and label per face), the chart's data, and the JSON answer.
+
+        Raises:
+            FerlabError: no image, or one that cannot be read (a file over the pixel limit included).
+        """
+        if image is None:
+            raise FerlabError("no image: upload or paste a photo first")
+        from ferlab.inference.faces import load_image
+
+        recognizer = self.recognizer(model, detector, tta)
+        pixels = load_image(image)  # (H, W, 3); a file is read with its pixel limit and EXIF orientation
+        results = recognizer.recognize(pixels)
+        answer = {"model": self.names[model], "backend": recognizer.backend, "detector": detector, "tta": tta,
+                  "faces": [r.to_dict() for r in results]}
+        return annotate(pixels, results, recognizer.classes), face_table(results, recognizer.classes), answer
+
+    def frame(self, frame: np.ndarray | None, detector: str = "haar", tta: str = "none") -> np.ndarray | None:
+        """One webcam frame annotated by the first model; None (nothing to show) before the camera starts."""
+        if frame is None:
+            return None
+        recognizer = self.recognizer(0, detector, tta)
+        return annotate(frame, recognizer.recognize(frame), recognizer.classes)
+
+    def video(self, path: str | Path | None, detector: str = "haar", tta: str = "none",
+              stride: int = 1) -> tuple[str, str]:
+        """An uploaded clip through `process_video` with the first model: the annotated video and the timeline plot.
+
+        The video is MPEG-4 Part 2 (OpenCV's mp4v); Gradio re-encodes it to H.264 for browsers where ffmpeg is installed.
+
+        Raises:
+            FerlabError: no video, or one `process_video` refuses.
+        """
+        if path is None:
+            raise FerlabError("no video: upload a clip first")
+        base = self._base[0]
+        result = process_video(base.model, path, Path(self._workdir.name) / uuid.uuid4().hex, detector=detector,
+                               detector_path=self.detector_path if detector == "yunet" else None,
+                               backend=base.backend, tta=tta, stride=stride)
+        return str(result.video), str(result.plot)
+
+    def compare(self, image: str | Path | np.ndarray | None, detector: str = "haar",
+                tta: str = "none") -> list[Any]:
+        """`image` for every model in turn: annotated image, chart data and JSON per model, flattened."""
+        return [part for model in range(len(self.names)) for part in self.image(image, detector, tta, model)]
+
+
+def _shown(fn):
+    """`fn` with a FerlabError turned into a gr.Error, which the page shows as a message instead of "Error"."""
+    import functools
+
+    import gradio as gr
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except FerlabError as err:
+            raise gr.Error(str(err)) from None
+
+    return wrapper
+
+
+def _results(model: str = "") -> tuple[gr.Image, gr.BarPlot, gr.JSON]:
+    """The annotated image, per-face bar chart and JSON outputs, labelled with the model's name in Compare."""
+    import gradio as gr
+
+    prefix = f"{model}: " if model else ""
+    return (gr.Image(label=f"{prefix}annotated", type="numpy", format="png"),
+            gr.BarPlot(x="bar", y="probability", color="face", y_lim=[0, 1], x_title="face and class",
+                       label=f"{prefix}probabilities", sort=None, x_label_angle=-45),
+            gr.JSON(label=f"{prefix}JSON"))
+
+
+def build_app(models: Sequence[str | Path], detector: str = "haar", *, tta: str = "none", backend: str = "auto",
+              detector_path: str | Path | None = None) -> gr.Blocks:
+    """The web app over `models` (the Compare tab appears with two or more); launch it with ``.launch()``.
+
+    Args:
+        models: run folders, model files or ``.onnx`` files.
+        detector, tta: the choices the page starts with.
+        backend, detector_path: as for `Recognizer`.
+
+    Raises:
+        FerlabError: no model, a model that cannot be loaded, or an unknown detector or TTA.
+    """
+    require_serving("gradio", "pandas")
+    import gradio as gr
+
+    if detector not in DETECTORS:
+        raise FerlabError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    if tta not in TTA_MODES:
+        raise FerlabError(f"unknown tta {tta!r}; choose one of {', '.join(TTA_MODES)}")
+    demo = Demo(models, backend=backend, detector_path=detector_path)
+    with gr.Blocks(title="ferlab", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
+        gr.Markdown(f"# ferlab: facial expressions\nModel: **{demo.names[0]}** ({demo._base[0].backend})")
+        with gr.Row():
+            detector_box = gr.Dropdown(list(DETECTORS), value=detector, label="face detector",
+                                       info="none: the image already is a face crop")
+            tta_box = gr.Dropdown(list(TTA_MODES), value=tta, label="test-time augmentation")
+        with gr.Tab("Image"):
+            photo = gr.Image(label="photo", type="filepath", sources=["upload", "clipboard"])
+            run = gr.Button("Recognise", variant="primary")
+            with gr.Row():
+                shown, chart, answer = _results()
+            run.click(_shown(demo.image), [photo, detector_box, tta_box], [shown, chart, answer], api_name="image")
+        with gr.Tab("Webcam"):
+            with gr.Row():
+                camera = gr.Image(label="camera", sources=["webcam"], streaming=True, type="numpy")
+                live = gr.Image(label="annotated", type="numpy")
+            camera.stream(_shown(demo.frame), [camera, detector_box, tta_box], live, stream_every=STREAM_EVERY,
+                          api_name="frame")
+        with gr.Tab("Video"):
+            clip = gr.Video(label="clip", sources=["upload"])
+            stride = gr.Slider(1, 10, value=1, step=1, label="detect faces every N frames")
+            go = gr.Button("Process", variant="primary")
+            with gr.Row():
+                annotated = gr.Video(label="annotated video")
+                timeline = gr.Image(label="emotion timeline", type="filepath")
+            go.click(_shown(demo.video), [clip, detector_box, tta_box, stride], [annotated, timeline],
+                     api_name="video")
+        if len(demo.names) > 1:
+            with gr.Tab("Compare"):
+                same = gr.Image(label="photo", type="filepath", sources=["upload", "clipboard"])
+                both = gr.Button("Compare", variant="primary")
+                outputs = []
+                with gr.Row():
+                    for name in demo.names:
+                        with gr.Column():
+                            outputs.extend(_results(name))
+                both.click(_shown(demo.compare), [same, detector_box, tta_box], outputs, api_name="compare")
+    return app
