@@ -98,9 +98,11 @@ def main() -> int:
     rows, fast_crops = [], None
     for name in args.models:
         evaluation = evaluate_model(name, args.data, split="val")
-        flipped = evaluate_model(evaluation.model, args.data, split="val", tta="flip").metrics["accuracy"]
-        classifier = Recognizer(name, "none").model  # as `ferlab predict` classifies: ONNX Runtime where it exports
-        pixels = evaluation.dataset.pixels
+        pixels, targets = evaluation.dataset.pixels, evaluation.dataset.targets.numpy()
+        # The crops already decoded, mirrored: the accuracy `evaluate_model(..., tta="flip")` gives, without decoding again.
+        flipped = float(np.mean(evaluation.model.predict_logits(pixels, tta="flip").argmax(axis=1) == targets))
+        recognizer = Recognizer(name, "none")  # as `ferlab predict` classifies: ONNX Runtime where it exports
+        classifier = recognizer.model
         speed = {f"crops/s, batch {b}": b * calls_per_second(lambda b=b, c=classifier, p=pixels: c.predict_proba(p[:b]),
                                                    args.seconds) for b in BATCHES}
         folder = bundled_dir(name)
@@ -108,11 +110,11 @@ def main() -> int:
         metrics = {**evaluation.metrics, "architecture": evaluation.model.meta.architecture}
         rows.append((name, metrics["accuracy"], flipped, metrics["macro_f1"], *speed.values(), size_mb))
         if evaluation.model.meta.preprocessing.input_size == 48 and evaluation.model.meta.preprocessing.channels == 1:
-            fast_crops = (pixels[:, 0].numpy(), evaluation.dataset.targets.numpy(), list(evaluation.model.classes))
+            fast_crops = (pixels[:, 0].numpy(), targets, list(evaluation.model.classes))
         if args.write_cards:
             parameters = sum(p.numel() for p in evaluation.model.module.parameters())
             speed["measured on"] = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                                    f"backend {Recognizer(name, 'none').backend}; `python benchmarks/reference_models.py`")
+                                    f"backend {recognizer.backend}; `python benchmarks/reference_models.py`")
             card = model_card(metrics, name=name, summary=BUNDLED[name], parameters=parameters, size_mb=size_mb,
                               data="FER2013 Training, 28,709 48x48 grayscale faces, 7 classes",
                               evaluated_on="FER2013 PublicTest, 3,589 faces (the zip's validation/ folder)",

@@ -416,6 +416,11 @@ def _add_inference_options(parser: argparse.ArgumentParser, several_models: bool
     parser.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
 
 
+def _add_listen_options(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=port, help=f"port (default {port})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ferlab", description="Facial expression recognition: train, evaluate, predict.",
@@ -504,8 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  ferlab serve --model runs/cnn3 --model cnn3-int8.onnx --detector yunet   # adds a Compare tab",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_inference_options(serve, several_models=True)
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    _add_listen_options(serve, port=7860)
     serve.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
     serve.set_defaults(run=_serve)
 
@@ -585,8 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  ferlab api --model runs/cnn3 --model runs/resnet   # POST /v1/predict?model=resnet\n"
                "  FERLAB_API_KEY=secret ferlab api --model cnn3.onnx --host 0.0.0.0  # clients send X-API-Key",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    _add_listen_options(api, port=8000)
     _add_inference_options(api, several_models=True)
     api.set_defaults(run=_api)
     _add_data_commands(commands)

@@ -3,7 +3,6 @@
 import asyncio
 import io
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 from ferlab.serving.api import Limits, create_app  # noqa: E402
+from tests.serving.ports import free_port  # noqa: E402
 
 KEY = "test-key"
 
@@ -53,9 +53,7 @@ def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float 
 @pytest.fixture(scope="module")
 def cli_server(trained_run):
     """`ferlab api` in its own process, as a user starts it, with a key from the environment."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "FERLAB_API_KEY": KEY}
     proc = subprocess.Popen([sys.executable, "-m", "ferlab.cli", "api", "--model", str(trained_run), "--port",
                              str(port), "--detector", "none", "--backend", "onnx"],

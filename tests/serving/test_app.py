@@ -15,6 +15,7 @@ from PIL import Image
 from ferlab.errors import FerlabError
 from ferlab.inference import Face, FaceResult, Recognizer
 from tests.inference.test_video import write_video
+from tests.serving.ports import free_port
 
 pytest.importorskip("gradio")
 from ferlab.serving.app import Demo, build_app, face_table
@@ -120,12 +121,6 @@ def test_compare_tab_only_with_several_models(trained_run):
     assert api_names(build_app([trained_run], backend="torch")) >= {"image", "frame", "video"}
     assert "compare" not in api_names(build_app([trained_run], backend="torch"))
     assert "compare" in api_names(build_app([trained_run, trained_run], backend="torch"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
