@@ -17,6 +17,7 @@ log = logging.getLogger("ferlab")
 TTA_CHOICES = ("none", "flip", "tencrop")  # ferlab.data.transforms.TTA_MODES, without importing torch for --help
 DETECTOR_CHOICES = ("haar", "yunet", "none")  # ferlab.inference.detect.DETECTORS, without importing OpenCV for --help
 BACKEND_CHOICES = ("auto", "torch", "onnx")  # ferlab.inference.recognizer.BACKENDS
+MAX_IMAGE_BYTES = 64 * 2**20  # ferlab.data.images.MAX_IMAGE_BYTES, without importing Pillow for --help
 
 EXAMPLES = """examples:
   ferlab train --data fer2013-train-val.zip --model cnn3_bn --epochs 30 --out runs/cnn3
@@ -261,7 +262,7 @@ def _merges(specs: Sequence[str] | None) -> dict[str, list[str]]:
 def _data_scan(args: argparse.Namespace) -> None:
     from ferlab.data.scan import format_report, scan, write_report
 
-    report = scan(args.path, min_size=args.min_size, near_threshold=args.near_threshold)
+    report = scan(args.path, min_size=args.min_size, near_threshold=args.near_threshold, max_bytes=args.max_bytes)
     write_report(report, args.out)
     print(format_report(report, examples=3), end="")
     print(f"full report in {args.out}/scan.json and scan.txt")
@@ -272,8 +273,11 @@ def _data_clean(args: argparse.Namespace) -> None:
     from ferlab.data.scan import load_report, scan
 
     report = load_report(args.report) if args.report else scan(args.path)
-    result = clean(report, args.quarantine, kinds=args.kinds.split(",") if args.kinds else None)
+    result = clean(report, args.quarantine, kinds=args.kinds.split(",") if args.kinds else None, tree=args.path)
     print(f"moved {len(result.moved)} files into {args.quarantine}; `ferlab data restore {args.quarantine}` puts them back")
+    if result.left:
+        print(f"left {len(result.left)} FIFOs or devices in place (clean moves files and links only): "
+              + ", ".join(result.left[:5]))
 
 
 def _data_restore(args: argparse.Namespace) -> None:
@@ -343,6 +347,8 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     scan.add_argument("--min-size", type=int, default=32, help="smallest usable side in pixels (default 32)")
     scan.add_argument("--near-threshold", type=int, default=4,
                       help="perceptual-hash bits (of 64) within which images count as near duplicates; -1: off")
+    scan.add_argument("--max-bytes", type=int, default=MAX_IMAGE_BYTES,
+                      help="files larger than this are reported as too_large, never read (default 64 MiB)")
     scan.set_defaults(run=_data_scan)
 
     clean = tools.add_parser("clean", help="move what scan flags into a quarantine folder (never deletes)")

@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ferlab._io import write_json, write_text
-from ferlab.data.images import IMAGE_EXTENSIONS, IMAGE_FORMATS, is_image_name, perceptual_hash
+from ferlab.data.images import IMAGE_EXTENSIONS, IMAGE_FORMATS, MAX_IMAGE_BYTES, RefusedFile, is_image_name, perceptual_hash
 from ferlab.data.trees import TreeListing, TreeReader, list_tree, place_files
 from ferlab.errors import FerlabError
 
@@ -41,6 +41,9 @@ KINDS: dict[str, str] = {
     "truncated": "error",
     "unsupported_format": "error",
     "unreadable": "error",
+    "not_regular": "error",
+    "too_large": "error",
+    "duplicate_name": "error",
     "leak": "error",
     "duplicate": "warning",
     "too_small": "warning",
@@ -57,6 +60,9 @@ _EXPLAIN = {
     "truncated": "identified, but they fail to decode fully",
     "unsupported_format": "not one of the image formats ferlab reads",
     "unreadable": "the file system or archive would not give their bytes",
+    "not_regular": "FIFOs, devices and other special files (or links to them): never read, so they cannot hang a reader",
+    "too_large": "above the size cap (--max-bytes): not read",
+    "duplicate_name": "zip members sharing one name: a zip reader sees only the last copy, so reading refuses the archive",
     "leak": "byte-identical to a file in another split: the evaluation copy is kept, this one flagged",
     "duplicate": "byte-identical to another file of the same split (the first, by path, is kept)",
     "too_small": "shorter side below the minimum size",
@@ -221,6 +227,8 @@ def _inspect(reader: TreeReader, rel: str, min_size: int) -> _Inspected:
         return _Inspected(rel, "", None, (("unsupported_format", detail),))
     try:
         data = reader.read(rel)
+    except RefusedFile as err:
+        return _Inspected(rel, "", None, ((err.kind, str(err)),))
     except FerlabError as err:
         return _Inspected(rel, "", None, (("unreadable", str(err)),))
     digest = hashlib.sha256(data).hexdigest()
@@ -272,14 +280,15 @@ def _inspect_chunk(reader: TreeReader, rels: Sequence[str], min_size: int) -> li
     return [_inspect(reader, rel, min_size) for rel in rels]
 
 
-def _inspect_all(listing: TreeListing, min_size: int, progress: bool, workers: int | None) -> list[_Inspected]:
+def _inspect_all(listing: TreeListing, min_size: int, max_bytes: int, progress: bool,
+                 workers: int | None) -> list[_Inspected]:
     """Read and decode every file, in worker processes for big trees (each opens its own zip handle)."""
     rels = listing.files
     if workers is None:
         workers = (os.cpu_count() or 1) if len(rels) >= _PARALLEL_MIN else 1
     size = min(max(len(rels) // (workers * 16), 16), 512)
     chunks = [rels[i:i + size] for i in range(0, len(rels), size)]
-    reader = listing.reader()
+    reader = listing.reader(max_bytes)
     results: list[_Inspected] = []
     bar = tqdm(total=len(rels), desc=f"scanning {listing.path.name}", unit="file",
                disable=None if progress else True, leave=False)
@@ -399,6 +408,7 @@ def scan(
     *,
     min_size: int = 32,
     near_threshold: int = 4,
+    max_bytes: int = MAX_IMAGE_BYTES,
     progress: bool = True,
     workers: int | None = None,
 ) -> ScanReport:
@@ -409,6 +419,7 @@ def scan(
         min_size: images whose shorter side is below this are reported as too small.
         near_threshold: perceptual hashes at most this many bits apart (of 64) count as near
             duplicates; negative turns the near-duplicate search off.
+        max_bytes: files (or zip members) above this size are reported as too large, not read.
         progress: show a progress bar (on terminals only).
         workers: decoding processes; default one per CPU for big trees.
 
@@ -430,10 +441,13 @@ def scan(
     places = {rel: (label, split) for rel, label, split in place_files(listing.files, listing.dirs)}
     findings: list[Finding] = []
     decoded: list[_File] = []
-    for r in _inspect_all(listing, min_size, progress, workers):
+    for r in _inspect_all(listing, min_size, max_bytes, progress, workers):
         label, split = places[r.rel]
         source = listing.source(r.rel)
         findings += [Finding(source, kind, detail, split, label, r.sha256) for kind, detail in r.problems]
+        copies = listing.clashes.get(r.rel, [])
+        findings += [Finding(source, "duplicate_name", f"{len(copies)} members share this name; {copy}", split, label)
+                     for copy in copies]
         if not label and is_image_name(r.rel):
             findings.append(Finding(source, "misplaced", "not inside a known class folder", split, label, r.sha256))
         if r.phash is not None:

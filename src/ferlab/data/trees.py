@@ -6,21 +6,27 @@ listed by `list_tree` into relative paths that one parser reads, so they yield
 identical samples, and the scanner sees exactly the files that reading sees.
 
 Listing is also where untrusted trees are made safe: zip members that escape
-the archive or decompress to absurd sizes, and symlink loops on disk, are refused.
+the archive or decompress to absurd sizes, and symlink loops on disk, are refused;
+several zip members of one name are listed once, with the clash recorded. Reading
+then refuses what it cannot read safely (FIFOs, devices, huge files, encrypted or
+oddly compressed members) one file at a time, with a message naming it.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import lzma
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from ferlab.data.images import decode_image, is_image_name
+from ferlab.data.images import MAX_IMAGE_BYTES, decode_image, is_image_name, read_image_file, too_large
 from ferlab.data.labels import canonical_label
 from ferlab.data.samples import Sample, SampleTable, split_name
 from ferlab.errors import FerlabError
@@ -39,12 +45,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Largest uncompressed zip member read; a face image is far smaller, anything bigger is a bomb or a mistake.
-MAX_MEMBER_BYTES = 64 * 2**20
+MAX_MEMBER_BYTES = MAX_IMAGE_BYTES
 #: A member that expands more than this ratio and past `_RATIO_FLOOR` bytes is refused as a bomb
 #: (images are already compressed; real ones barely shrink in a zip).
 MAX_COMPRESSION_RATIO = 1000
 _RATIO_FLOOR = 10 * 2**20
 _DRIVE = re.compile(r"^[A-Za-z]:")
+#: Compression methods zipfile decompresses (bzip2 and lzma when Python has those modules).
+_ZIP_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
+#: What a damaged member raises while it is decompressed.
+_DAMAGED = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError)
 
 
 def _ignored(part: str) -> bool:
@@ -71,19 +81,23 @@ class TreeListing:
         files: posix paths relative to `path` (zip: member names).
         dirs: the same for folders, so that empty class folders are seen.
         archive: True for a zip.
+        clashes: zip member names held by more than one member (each name is in `files` once),
+            with a description of every copy; a zip reader sees only the last copy.
     """
 
     path: Path
     files: list[str]
     dirs: list[str]
     archive: bool
+    clashes: dict[str, list[str]] = field(default_factory=dict)
 
     def source(self, rel: str) -> str:
         """How a file is named in samples and messages: a path, or ``archive.zip:member``."""
         return f"{self.path}:{rel}" if self.archive else str(self.path / rel)
 
-    def reader(self) -> TreeReader:
-        return _ZipReader(self.path) if self.archive else _FolderReader(self.path)
+    def reader(self, max_bytes: int = MAX_IMAGE_BYTES) -> TreeReader:
+        """Reads files of at most `max_bytes`; others raise `RefusedFile`."""
+        return _ZipReader(self.path, max_bytes) if self.archive else _FolderReader(self.path, max_bytes)
 
 
 def list_tree(path: Path) -> TreeListing:
@@ -158,9 +172,15 @@ def _list_zip(path: Path) -> TreeListing:
         raise FerlabError(f"cannot open zip archive {path}: {err}") from None
     for info in infos:
         _check_member(info, path)
-    files = [i.filename for i in infos if not i.is_dir() and not _hidden(i.filename)]
+    members = [i for i in infos if not i.is_dir() and not _hidden(i.filename)]
     dirs = [i.filename.rstrip("/") for i in infos if i.is_dir() and not _hidden(i.filename)]
-    return TreeListing(path, files, dirs, archive=True)
+    copies: dict[str, list[zipfile.ZipInfo]] = collections.defaultdict(list)
+    for info in members:
+        copies[info.filename].append(info)
+    clashes = {name: [f"copy {n} of {len(same)}: {i.file_size} bytes, CRC {i.CRC:08x}, at offset {i.header_offset}"
+                      for n, i in enumerate(same, 1)]
+               for name, same in copies.items() if len(same) > 1}
+    return TreeListing(path, list(copies), dirs, archive=True, clashes=clashes)
 
 
 def _class_label(folder: str, where: str) -> str:
@@ -271,22 +291,20 @@ def read_folder_tree(root: Path) -> SampleTable:
 class _FolderReader:
     """Bytes of a file in a folder tree by relative path."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
+        self.max_bytes = max_bytes
 
     def read(self, rel: str) -> bytes:
-        source = self.root / rel
-        try:
-            return source.read_bytes()
-        except OSError as err:
-            raise FerlabError(f"cannot read {source}: {err}") from None
+        return read_image_file(self.root / rel, max_bytes=self.max_bytes)
 
 
 class _ZipReader:
     """Reads members of one archive; each process opens its own handle (zip handles don't survive fork)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> None:
         self.path = path
+        self.max_bytes = max_bytes
         self._prefix = f"{path}:"
         self._handle: zipfile.ZipFile | None = None
         self._pid = -1
@@ -300,19 +318,48 @@ class _ZipReader:
         return self._handle
 
     def read(self, member: str) -> bytes:
-        """A member's bytes; zipfile stops at the declared size `list_tree` checked, so no bomb gets past it."""
+        """A member's bytes; zipfile stops at the declared size `list_tree` checked, so no bomb gets past it.
+
+        Raises:
+            RefusedFile: the member is above `max_bytes`.
+            FerlabError: it is missing, encrypted, compressed in a way zipfile cannot undo, or damaged.
+        """
+        source = f"{self._prefix}{member}"
         try:
-            return self._archive().read(member)
-        except (KeyError, zipfile.BadZipFile, OSError) as err:
-            raise FerlabError(f"cannot read {self._prefix}{member}: {err}") from None
+            info = self._archive().getinfo(member)
+        except (KeyError, *_DAMAGED) as err:
+            raise FerlabError(f"cannot read {source}: {err}") from None
+        if info.flag_bits & 0x1:
+            raise FerlabError(f"cannot read {source}: the member is encrypted; ferlab reads unencrypted zips only")
+        if info.compress_type not in _ZIP_METHODS:
+            raise FerlabError(f"cannot read {source}: compression method {info.compress_type} is not supported "
+                              "(ferlab reads stored, deflate, bzip2 and lzma members)")
+        if info.file_size > self.max_bytes:
+            raise too_large(source, info.file_size, self.max_bytes)
+        try:
+            return self._archive().read(info)
+        except (RuntimeError, NotImplementedError) as err:  # encryption or a method this Python lacks
+            raise FerlabError(f"cannot read {source}: {err}") from None
+        except _DAMAGED as err:
+            raise FerlabError(f"cannot read {source}: the member is damaged ({err})") from None
 
     def __call__(self, sample: Sample):
         return decode_image(self.read(sample.source[len(self._prefix):]), sample.source)
 
 
 def read_zip_tree(path: Path) -> SampleTable:
-    """Samples of a class-folder tree inside a zip archive; nothing is extracted."""
+    """Samples of a class-folder tree inside a zip archive; nothing is extracted.
+
+    Raises:
+        FerlabError: the archive is unsafe (see `list_tree`), or two members share a name:
+            which copy is the sample would depend on the reader.
+    """
     listing = list_tree(path)
+    if listing.clashes:
+        name, copies = next(iter(listing.clashes.items()))
+        more = f" (and {len(listing.clashes) - 1} more names)" if len(listing.clashes) > 1 else ""
+        raise FerlabError(f"zip archive {path} holds {len(copies)} members named {name!r}{more}: "
+                          "which one to read is ambiguous; `ferlab data scan` lists them; repack it with distinct names")
     rows = parse_tree(listing.files, listing.dirs, str(path))
     samples = [Sample(f"{path}:{rel}", label, split) for rel, label, split in rows]
     return SampleTable(samples, _ZipReader(path), str(path))
