@@ -230,12 +230,15 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _api(args: argparse.Namespace) -> None:
-    from ferlab.inference import Recognizer
     from ferlab.serving import require_serving
-    from ferlab.serving.api import create_app
+    from ferlab.serving.server import api_key_from_env, run
 
     require_serving("fastapi", "python_multipart", "uvicorn")
-    import uvicorn
+    # The key comes from the environment: a command-line argument would show in `ps` to every user.
+    # Checked before the heavy imports and the models, so FERLAB_API_KEY="" fails at once.
+    api_key = api_key_from_env(os.environ)
+    from ferlab.inference import Recognizer
+    from ferlab.serving.api import create_app
 
     paths = _inference_models(args)
     names = [Path(path).stem for path in paths]
@@ -243,9 +246,7 @@ def _api(args: argparse.Namespace) -> None:
         raise FerlabError(f"two --model files share a name ({', '.join(names)}); the API tells models apart by name")
     models = {name: Recognizer(path, args.detector, backend=args.backend, tta=args.tta,
                                detector_path=args.detector_model) for name, path in zip(names, paths)}
-    # The key comes from the environment: a command-line argument would show in `ps` to every user.
-    app = create_app(models, api_key=os.environ.get("FERLAB_API_KEY") or None)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    run(create_app(models, api_key=api_key), host=args.host, port=args.port)
 
 
 def _merges(specs: Sequence[str] | None) -> dict[str, list[str]]:

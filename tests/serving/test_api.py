@@ -168,7 +168,7 @@ def test_wrong_fields_sizes_and_counts_are_refused(tight_server, crop):
         (httpx.post(f"{tight_server}/v1/predict", content=os.urandom(150_000)), 413, "100,000"),
         (httpx.post(f"{tight_server}/v1/predict", content=b"x" * 300_000), 413, "200,000"),
         (httpx.post(f"{tight_server}/v1/predict", content=(b"x" * 50_000 for _ in range(6))), 413, "200,000"),
-        (httpx.post(f"{tight_server}/v1/predict/batch", files=[("files", ("a.png", image))] * 4), 400, "files"),
+        (httpx.post(f"{tight_server}/v1/predict/batch", files=[("files", ("a.png", image))] * 4), 413, "at most 3"),
         (httpx.post(f"{tight_server}/v1/predict/batch", content=image), 415, "multipart"),
         (httpx.post(f"{tight_server}/v1/predict/batch", files=[("files", ("a.png", image)),
                                                                 ("files", ("bad.png", b"oops"))]), 415, "bad.png"),
