@@ -140,10 +140,10 @@ def _video(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from ferlab.serving.app import build_app
+    from ferlab.serving.app import MAX_UPLOAD_BYTES, build_app
 
     app = build_app(_inference_models(args), args.detector, tta=args.tta, backend=args.backend, detector_path=args.detector_model)
-    app.launch(server_name=args.host, server_port=args.port, share=args.share)
+    app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD_BYTES)
 
 
 def _calibrate(args: argparse.Namespace) -> None:

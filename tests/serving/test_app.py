@@ -195,3 +195,51 @@ def test_browser_upload_shows_the_annotated_photo_and_chart(served, crop, tmp_pa
     finally:
         driver.quit()
     assert chart and Image.open(shot).size[0] > 0
+
+
+# Hostile uploads (issue 20 item 10): refused from their size or header, with ferlab's message.
+
+
+def huge_png(path: Path) -> Path:
+    """13000x13000 = 169 M pixels in some 20 kB: 1-bit blank."""
+    Image.new("1", (13000, 13000)).save(path)
+    return path
+
+
+@pytest.mark.hostile
+def test_image_tab_checks_pixels_from_the_header_before_decoding(demo, tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(FerlabError, match=r"huge.png is 13000x13000 = 169,000,000 pixels"):
+        demo.image(str(huge_png(tmp_path / "huge.png")), "none")
+    assert time.perf_counter() - start < 1
+
+
+@pytest.mark.hostile
+def test_served_app_refuses_bad_uploads_with_ferlabs_message(served, tmp_path):
+    from gradio_client import Client, handle_file
+
+    bad = {"empty.png": (b"", "empty"), "notes.png": (b"name,label\nx,happy\n", "not an image"),
+           "drawing.svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', "not an image"),
+           "doc.pdf": (b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n", "not an image")}
+    client = Client(served, verbose=False)
+    for name, (data, says) in bad.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(Exception, match=f"{name} is {says}") as refused:
+            client.predict(handle_file(str(tmp_path / name)), "none", "none", api_name="/image")
+        assert "/gradio/" not in str(refused.value), "the message names the server's cache path"
+    start = time.perf_counter()
+    with pytest.raises(Exception, match="huge.png is 13000x13000 = 169,000,000 pixels"):
+        client.predict(handle_file(str(huge_png(tmp_path / "huge.png"))), "none", "none", api_name="/image")
+    assert time.perf_counter() - start < 2
+
+
+@pytest.mark.hostile
+def test_served_app_refuses_an_upload_above_its_size_limit(served):
+    import httpx
+
+    from ferlab.serving.app import MAX_UPLOAD_BYTES
+
+    upload = f"{served}gradio_api/upload"
+    answer = httpx.post(upload, files={"files": ("big.png", b"\0" * (MAX_UPLOAD_BYTES + 1))}, timeout=60)
+    assert answer.status_code == 413, answer.text[:200]
+    assert httpx.post(upload, files={"files": ("small.png", b"\0" * 1000)}, timeout=60).status_code == 200

@@ -2,10 +2,14 @@
 
 The tabs call plain methods of `Demo`, so the tests drive the same code without a browser.
 Gradio and pandas are imported inside functions: they are the optional ``serve`` extra.
+An uploaded photo is checked as the REST API checks it (`Limits`: bytes, format, pixels
+from the header) before it is decoded; launch the app with ``max_file_size=MAX_UPLOAD_BYTES``
+(`ferlab serve` does), which Gradio enforces while the upload streams in.
 """
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import threading
 import uuid
@@ -22,15 +26,18 @@ from ferlab.inference.detect import DETECTORS
 from ferlab.inference.recognizer import FaceResult, Recognizer
 from ferlab.inference.video import process_video
 from ferlab.serving import require_serving
+from ferlab.serving._uploads import Limits, decode_upload
 
 if TYPE_CHECKING:
     import gradio as gr
     import pandas as pd
 
-__all__ = ["Demo", "build_app", "face_table"]
+__all__ = ["MAX_UPLOAD_BYTES", "Demo", "build_app", "face_table"]
 
 #: Seconds between webcam frames sent by the browser; the annotation keeps up with this on a CPU.
 STREAM_EVERY = 0.2
+#: Bytes of one uploaded file, photo or video: Gradio answers 413 to more, before the file is complete.
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
 def face_table(results: Sequence[FaceResult], classes: Sequence[str]) -> pd.DataFrame:
@@ -55,17 +62,19 @@ class Demo:
     Args:
         models: run folders, model files or ``.onnx`` files; the first is the default.
         backend, detector_path: as for `Recognizer`.
+        limits: what a photo may be (bytes, format, pixels), as in the REST API; the API's defaults by default.
 
     Raises:
         FerlabError: no model, or a model that cannot be loaded.
     """
 
     def __init__(self, models: Sequence[str | Path], *, backend: str = "auto",
-                 detector_path: str | Path | None = None) -> None:
+                 detector_path: str | Path | None = None, limits: Limits | None = None) -> None:
         if not models:
             raise FerlabError("no model given: pass at least one run folder, model .safetensors or .onnx file")
         self.names = [Path(m).name for m in models]
         self.detector_path = detector_path
+        self.limits = limits or Limits()
         self._base = [Recognizer(m, "none", backend=backend) for m in models]
         self._recognizers: dict[tuple[int, str, str], Recognizer] = {}
         self._lock = threading.Lock()
@@ -87,18 +96,27 @@ class Demo:
         """A photo annotated (box and label per face), the chart's data, and the JSON answer.
 
         Raises:
-            FerlabError: no image, or one that cannot be read (a file over the pixel limit included).
+            FerlabError: no image, or one `limits` refuses or that cannot be read, named by its file name.
         """
-        if image is None:
-            raise FerlabError("no image: upload or paste a photo first")
-        from ferlab.inference.faces import load_image
-
+        pixels = self._pixels(image)  # (H, W, 3), upright
         recognizer = self.recognizer(model, detector, tta)
-        pixels = load_image(image)  # (H, W, 3); a file is read with its pixel limit and EXIF orientation
         results = recognizer.recognize(pixels)
         answer = {"model": self.names[model], "backend": recognizer.backend, "detector": detector, "tta": tta,
                   "faces": [r.to_dict() for r in results]}
         return annotate(pixels, results, recognizer.classes), face_table(results, recognizer.classes), answer
+
+    def _pixels(self, image: str | Path | np.ndarray | None) -> np.ndarray:
+        """A photo as RGB uint8 (H, W, 3); a file is refused from its size and header before it is decoded."""
+        from ferlab.inference.faces import load_image
+
+        if image is None:
+            raise FerlabError("no image: upload or paste a photo first")
+        if isinstance(image, np.ndarray):
+            return load_image(image, self.limits.max_pixels)
+        path = Path(image)
+        if not path.is_file():
+            raise FerlabError(f"no such image file: {path}")
+        return decode_upload(path.read_bytes(), path.name, self.limits)
 
     def frame(self, frame: np.ndarray | None, detector: str = "haar", tta: str = "none") -> np.ndarray | None:
         """One webcam frame annotated by the first model; None (nothing to show) before the camera starts."""
@@ -132,8 +150,6 @@ class Demo:
 
 def _shown(fn):
     """`fn` with a FerlabError turned into a gr.Error, which the page shows as a message instead of "Error"."""
-    import functools
-
     import gradio as gr
 
     @functools.wraps(fn)
@@ -142,6 +158,21 @@ def _shown(fn):
             return fn(*args)
         except FerlabError as err:
             raise gr.Error(str(err)) from None
+
+    return wrapper
+
+
+def _from_upload(fn):
+    """`fn` called with the path of the file an Image input holds, for events run with ``preprocess=False``.
+
+    Gradio's own preprocessing converts an upload to RGB, decoding all of it before ferlab could refuse it
+    from its header (169 M pixels in a 164 kB PNG: 3.3 s and 480 MB), and answers a file it cannot open
+    with its generic "raised an exception" instead of ferlab's message.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(upload: dict[str, Any] | None, *args: Any) -> Any:
+        return fn((upload or {}).get("path"), *args)  # the component's JSON: path, orig_name, size, ...
 
     return wrapper
 
@@ -158,13 +189,15 @@ def _results(model: str = "") -> tuple[gr.Image, gr.BarPlot, gr.JSON]:
 
 
 def build_app(models: Sequence[str | Path], detector: str = "haar", *, tta: str = "none", backend: str = "auto",
-              detector_path: str | Path | None = None) -> gr.Blocks:
-    """The web app over `models` (the Compare tab appears with two or more); launch it with ``.launch()``.
+              detector_path: str | Path | None = None, limits: Limits | None = None) -> gr.Blocks:
+    """The web app over `models` (the Compare tab appears with two or more).
+
+    Launch it with ``.launch(max_file_size=MAX_UPLOAD_BYTES)``: without it Gradio takes uploads of any size.
 
     Args:
         models: run folders, model files or ``.onnx`` files.
         detector, tta: the choices the page starts with.
-        backend, detector_path: as for `Recognizer`.
+        backend, detector_path, limits: as for `Demo`.
 
     Raises:
         FerlabError: no model, a model that cannot be loaded, or an unknown detector or TTA.
@@ -176,7 +209,7 @@ def build_app(models: Sequence[str | Path], detector: str = "haar", *, tta: str 
         raise FerlabError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
     if tta not in TTA_MODES:
         raise FerlabError(f"unknown tta {tta!r}; choose one of {', '.join(TTA_MODES)}")
-    demo = Demo(models, backend=backend, detector_path=detector_path)
+    demo = Demo(models, backend=backend, detector_path=detector_path, limits=limits)
     with gr.Blocks(title="ferlab", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown(f"# ferlab: facial expressions\nModel: **{demo.names[0]}** ({demo._base[0].backend})")
         with gr.Row():
@@ -188,7 +221,8 @@ def build_app(models: Sequence[str | Path], detector: str = "haar", *, tta: str 
             run = gr.Button("Recognise", variant="primary")
             with gr.Row():
                 shown, chart, answer = _results()
-            run.click(_shown(demo.image), [photo, detector_box, tta_box], [shown, chart, answer], api_name="image")
+            run.click(_shown(_from_upload(demo.image)), [photo, detector_box, tta_box], [shown, chart, answer],
+                      api_name="image", preprocess=False)
         with gr.Tab("Webcam"):
             with gr.Row():
                 camera = gr.Image(label="camera", sources=["webcam"], streaming=True, type="numpy")
@@ -213,5 +247,6 @@ def build_app(models: Sequence[str | Path], detector: str = "haar", *, tta: str 
                     for name in demo.names:
                         with gr.Column():
                             outputs.extend(_results(name))
-                both.click(_shown(demo.compare), [same, detector_box, tta_box], outputs, api_name="compare")
+                both.click(_shown(_from_upload(demo.compare)), [same, detector_box, tta_box], outputs,
+                           api_name="compare", preprocess=False)
     return app
