@@ -1,13 +1,17 @@
 """Requests per second and latency percentiles of `POST /v1/predict` at 1, 4 and 8 concurrent clients.
 
-    python benchmarks/api_load.py [--model fast] [--photo PHOTO] [--detector yunet|haar]
-                                  [--requests 200] [--clients 1 4 8]
+    python benchmarks/api_load.py [--model fast] [--photo PHOTO | --generated] [--detector yunet|haar|none]
+                                  [--requests 200] [--clients 1 4 8] [--memory ROUNDS]
 
 Starts `ferlab api` in its own process on loopback, as a user does, and sends one
 640x360 JPEG photo (../shared/data/wild/two_people.jpg cut to 16:9 and resized, two
 faces; a generated image where that is missing) as the raw request body from N
 concurrent clients (httpx, one connection each). The levels run one after the
 other against the same server, after a warm-up; every answer must be 200.
+
+With ``--memory ROUNDS`` it settles whether the server's memory grows instead: ROUNDS
+rounds of --requests requests from the first --clients value, the server's resident
+memory (VmRSS) before the first and after each, with each round's latency percentiles.
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ PHOTO = SHARED / "data" / "wild" / "two_people.jpg"
 YUNET = SHARED / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
 
 
-def photo_640x360(path: Path) -> bytes:
-    """`path` cut to 16:9 around its centre and resized to 640x360, as JPEG quality 90."""
-    if path.is_file():
+def photo_640x360(path: Path | None) -> bytes:
+    """`path` cut to 16:9 around its centre and resized to 640x360, as JPEG quality 90 (generated without one)."""
+    if path is not None and path.is_file():
         image = Image.open(path).convert("RGB")
         width, height = image.size
         crop_height = min(height, width * 9 // 16)
@@ -65,6 +69,29 @@ async def _load(url: str, body: bytes, total: int, clients: int) -> tuple[np.nda
     return np.array(latencies), codes, time.perf_counter() - start
 
 
+def _rss_mb(pid: int) -> float:
+    """Resident memory of process `pid` in MB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit(f"no VmRSS for process {pid}")
+
+
+def _memory_rounds(url: str, body: bytes, args: argparse.Namespace, pid: int) -> None:
+    """Print the server's RSS before and after each of `args.memory` rounds, and each round's p50/p99."""
+    clients = args.clients[0]
+    print(f"\nmemory run: {args.memory} rounds of {args.requests} requests, {clients} clients, model {args.model}, "
+          f"detector {args.detector}, {len(body):,}-byte 640x360 JPEG as the raw body\n")
+    print(f"{'after':>10s} {'RSS MB':>7s} {'req/s':>7s} {'p50 ms':>7s} {'p99 ms':>7s} {'non-200':>7s}")
+    print(f"{'start':>10s} {_rss_mb(pid):7.1f}")
+    for round_ in range(1, args.memory + 1):
+        latencies, codes, seconds = asyncio.run(_load(url, body, args.requests, clients))
+        p50, p99 = np.percentile(latencies, [50, 99])
+        bad = sum(code != 200 for code in codes)
+        print(f"{round_ * args.requests:10,d} {_rss_mb(pid):7.1f} {args.requests / seconds:7.1f} {p50:7.1f} {p99:7.1f} "
+              f"{bad:7d}")
+
+
 def _serve(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -92,14 +119,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="fast", help="bundled name, run folder or .onnx (default fast)")
     parser.add_argument("--photo", type=Path, default=PHOTO, help="photo to send (cut and resized to 640x360)")
-    parser.add_argument("--detector", choices=("yunet", "haar"), default="yunet" if YUNET.is_file() else "haar")
+    parser.add_argument("--generated", action="store_true", help="send the generated image, not --photo")
+    parser.add_argument("--detector", choices=("yunet", "haar", "none"),
+                        default="yunet" if YUNET.is_file() else "haar")
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--memory", type=int, metavar="ROUNDS",
+                        help="instead: ROUNDS rounds of --requests from the first --clients, server RSS after each")
     args = parser.parse_args()
 
-    body = photo_640x360(args.photo)
+    photo = None if args.generated else args.photo
+    body = photo_640x360(photo)
     server, url = _serve(args)
     try:
+        if args.memory:
+            _memory_rounds(url, body, args, server.pid)
+            return 0
         faces = len(httpx.post(f"{url}/v1/predict", content=body).json()["faces"])
         rows = []
         for clients in args.clients:
@@ -111,7 +146,7 @@ def main() -> int:
         server.terminate()
         server.wait(30)
 
-    source = args.photo.name if args.photo.is_file() else "generated image"
+    source = photo.name if photo is not None and photo.is_file() else "generated image"
     print(f"\nPOST /v1/predict, one 640x360 JPEG ({source}, {len(body):,} bytes, {faces} faces found), "
           f"model {args.model}, detector {args.detector}, {args.requests} requests per level, "
           f"{os.cpu_count()} CPU cores\n")
