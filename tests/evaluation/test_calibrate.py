@@ -67,3 +67,20 @@ def test_calibrate_refuses_a_missing_split_and_leaves_the_model_alone(old_model,
         calibrate(tmp_path / "nowhere", bare, split="all")
     assert (old_model / "model.json").read_text() == stored
     assert not (old_model / "calibration").exists()
+
+
+@pytest.mark.parametrize(("stored", "kept"), [(0.5, False), (5.0, True)])
+def test_calibrate_keeps_the_stored_temperature_unless_the_fit_lowers_nll(old_model, tree, stored, kept):
+    # The synthetic val split is classified perfectly, so the fit gives 1.0: sharper than 5 (lower NLL), softer than 0.5.
+    meta = json.loads((old_model / "model.json").read_text())
+    (old_model / "model.json").write_text(json.dumps({**meta, "temperature": stored}))
+    (old_model / "calibration.json").write_text(json.dumps({"split": "val", "temperature": stored}))  # training's
+
+    report = calibrate(old_model, tree)
+
+    assert json.loads((old_model / "calibration" / "calibration.json").read_text()) == report
+    assert report["temperature_before"] == stored and report["temperature_fitted"] == 1.0
+    assert report["fitted_kept"] is kept and report["temperature"] == (1.0 if kept else stored)
+    assert (report["nll"]["after"] < report["nll"]["before"]) is kept
+    assert load_model(old_model).meta.temperature == report["temperature"]
+    assert json.loads((old_model / "calibration.json").read_text()) == report  # beside model.json, not stale

@@ -25,10 +25,12 @@ __all__ = ["calibrate"]
 
 
 def calibrate(model: str | Path, data: str | Path, split: str = "val", out: str | Path | None = None) -> dict[str, Any]:
-    """Fit the temperature of the saved `model` on `data`'s `split` and store it in the model's ``model.json``.
+    """Fit the temperature of the saved `model` on `data`'s `split`; store it in ``model.json`` if it lowers the NLL.
 
+    A fit that does not lower the NLL there keeps the model's temperature (see `Calibration`).
     Images of classes the model does not predict are left out and counted. Writes
-    ``calibration.json`` and ``reliability.png`` (before and after) into `out`.
+    ``calibration.json`` and ``reliability.png`` (before and fitted) into `out`, and the same
+    ``calibration.json`` beside ``model.json``, so that the run's record matches its temperature.
 
     Args:
         model: a run folder, or the model's ``.safetensors`` or ``.json`` file.
@@ -59,9 +61,10 @@ def calibrate(model: str | Path, data: str | Path, split: str = "val", out: str 
     }
     out = Path(out) if out is not None else meta_path.parent / "calibration"
     write_json(out / "calibration.json", report)
+    write_json(meta_path.parent / "calibration.json", report)
     curves = {
         f"{when} (T={t:.2f})": torch.softmax(logits / t, dim=1).numpy()
-        for when, t in (("before", calibration.temperature_before), ("after", calibration.temperature))
+        for when, t in (("before", calibration.temperature_before), ("fitted", calibration.temperature_fitted))
     }
     plot_reliability(curves, dataset.targets.numpy(), out / "reliability.png",
                      title=f"Reliability on the {report['split']} split of {Path(data).name}")

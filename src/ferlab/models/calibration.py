@@ -85,20 +85,35 @@ def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, bins:
 
 @dataclass(frozen=True)
 class Calibration:
-    """A fitted temperature and what it did on the images it was fitted on."""
+    """A fitted temperature, what it did on the images it was fitted on, and the temperature to use.
 
-    temperature: float
+    ``nll_after`` and ``ece_after`` are at `temperature_fitted`. `temperature` is the fitted one
+    when it lowered the NLL (`fitted_kept`), else `temperature_before`: a refit on other images must
+    not make a calibrated model worse.
+    """
+
     temperature_before: float
+    temperature_fitted: float
     samples: int
     nll_before: float
     nll_after: float
     ece_before: float
     ece_after: float
 
+    @property
+    def fitted_kept(self) -> bool:
+        return self.nll_after < self.nll_before
+
+    @property
+    def temperature(self) -> float:
+        return self.temperature_fitted if self.fitted_kept else self.temperature_before
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "temperature": self.temperature,
             "temperature_before": self.temperature_before,
+            "temperature_fitted": self.temperature_fitted,
+            "fitted_kept": self.fitted_kept,
             "samples": self.samples,
             "nll": {"before": self.nll_before, "after": self.nll_after},
             "ece": {"before": self.ece_before, "after": self.ece_after},
@@ -106,17 +121,17 @@ class Calibration:
 
 
 def fit_calibration(logits: torch.Tensor, targets: torch.Tensor, before: float = 1.0) -> Calibration:
-    """Fit the temperature on `logits` and measure NLL and ECE at `before` (the model's current T) and after.
+    """Fit the temperature on `logits`, measure NLL and ECE at `before` (the model's current T) and at the fit.
 
     Raises:
         FerlabError: as `fit_temperature`.
     """
-    temperature = fit_temperature(logits, targets)
+    fitted = fit_temperature(logits, targets)
     logits, targets = logits.detach().double(), targets.long()
 
     def scores(t: float) -> tuple[float, float]:
         scaled = logits / t
         return float(F.cross_entropy(scaled, targets)), expected_calibration_error(torch.softmax(scaled, 1), targets)
 
-    (nll_before, ece_before), (nll_after, ece_after) = scores(before), scores(temperature)
-    return Calibration(temperature, before, len(targets), nll_before, nll_after, ece_before, ece_after)
+    (nll_before, ece_before), (nll_after, ece_after) = scores(before), scores(fitted)
+    return Calibration(before, fitted, len(targets), nll_before, nll_after, ece_before, ece_after)
