@@ -182,3 +182,27 @@ def test_timm_backbone_matches_torch(tmp_path):
     path = export_onnx(model, tmp_path / "mobilenetv2.onnx")
     for n in (1, 5):
         _assert_parity(model, path, _pixels(GRAY48, n, seed=n))
+
+
+@pytest.mark.hostile
+def test_export_replaces_only_its_own_files_unless_forced(tmp_path):
+    model = _fresh("cnn3_bn", GRAY48)
+    mine = tmp_path / "notes.onnx"
+    mine.write_text("mine")
+    (tmp_path / "folder.onnx").mkdir()
+    with pytest.raises(FerlabError, match="notes.onnx exists and is not a ferlab ONNX export; .* pass --force"):
+        export_onnx(model, mine)
+    with pytest.raises(FerlabError, match="folder.onnx is a folder"):
+        export_onnx(model, tmp_path / "folder.onnx", force=True)
+    assert mine.read_text() == "mine"
+
+    export_onnx(model, mine, force=True)
+    export_onnx(model, mine)  # an earlier export is ferlab's own: replaced
+    proto = onnx.load(mine)
+    del proto.metadata_props[:]
+    onnx.save(proto, tmp_path / "foreign.onnx")
+    foreign = (tmp_path / "foreign.onnx").read_bytes()
+    with pytest.raises(FerlabError, match="not a ferlab ONNX export"):
+        export_onnx(model, tmp_path / "foreign.onnx")
+    assert (tmp_path / "foreign.onnx").read_bytes() == foreign
+    assert OnnxModel.load(mine).classes == CLASSES

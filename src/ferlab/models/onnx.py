@@ -150,6 +150,26 @@ def _quantize(proto: onnx.ModelProto, out: Path, pixels: torch.Tensor) -> None:
         )
 
 
+def _is_export(path: Path) -> bool:
+    """Whether `path` is an ONNX file that `export_onnx` wrote (it carries ferlab's metadata)."""
+    import onnx
+
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:  # any file at all may be there: protobuf and onnx raise assorted errors on foreign bytes
+        return False
+    return any(prop.key == META_KEY for prop in proto.metadata_props)
+
+
+def _check_out(path: Path, force: bool) -> None:
+    """Refuse to replace a folder, or a file that is not an earlier export unless `force`."""
+    if path.is_dir():
+        raise FerlabError(f"{path} is a folder; --out names the .onnx file to write")
+    if path.exists() and not force and not _is_export(path):
+        raise FerlabError(f"{path} exists and is not a ferlab ONNX export; choose another --out, "
+                          "or pass --force to replace it")
+
+
 def export_onnx(
     model: str | Path | LoadedModel,
     path: str | Path,
@@ -157,11 +177,13 @@ def export_onnx(
     opset: int = 18,
     *,
     calibration: torch.Tensor | None = None,
+    force: bool = False,
 ) -> Path:
     """Write `model` as an ONNX file that `OnnxModel.load` reads alone; returns `path`.
 
     Args:
         model: a LoadedModel, or a run folder or model file for `load_model`.
+        path: the file to write; an earlier export there is replaced, any other file only with `force`.
         int8: quantise to int8 (static, see `_quantize`).
         opset: ONNX opset. 18 is the lowest the torch.export-based exporter writes without a conversion
             step, and the first with antialiased Resize (ensembles whose members take another size).
@@ -169,16 +191,18 @@ def export_onnx(
             default: `CALIBRATION_SAMPLES` generated images.
 
     Raises:
-        FerlabError: no model at `model`, a model the exporter cannot trace, or calibration pixels of the wrong shape.
+        FerlabError: no model at `model`, a model the exporter cannot trace, calibration pixels of the wrong
+            shape, or a `path` that is a folder or (without `force`) a file that is no ferlab export.
     """
     import onnx
 
+    path = Path(path).expanduser()
+    _check_out(path, force)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     meta = loaded.meta
     if int8 and calibration is not None:
         _check_pixels(calibration, meta.preprocessing, "calibration pixels")
     proto = _to_proto(loaded, opset)
-    path = Path(path).expanduser()
     with atomic_path(path) as tmp:
         if int8:
             _quantize(proto, tmp, generated_pixels(meta.preprocessing) if calibration is None else calibration)
