@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from ferlab.data import ImageDataset, Preprocessing, open_dataset, to_pixels
+from ferlab.data.framing import Framing
 from ferlab.errors import FerlabError
 from ferlab.inference.detect import Face, create_detector
 from ferlab.inference.faces import face_pixels, load_image
@@ -27,7 +28,7 @@ def test_a_whole_crop_gets_exactly_the_training_pixels(tree, prep):
     detector = create_detector("none")
     for sample, pixels in zip(table.samples, expected):
         image = load_image(sample.source)
-        got = face_pixels(image, detector.detect(image), prep, margin=0)
+        got = face_pixels(image, detector.detect(image), prep, Framing(margin=0))
         assert got.dtype == torch.uint8 and got.shape == (1, prep.channels, prep.input_size, prep.input_size)
         assert torch.equal(got[0], pixels)
 
@@ -37,18 +38,43 @@ def test_the_crop_is_a_square_around_the_box_grown_by_the_margin():
     prep = Preprocessing(80, 3, (0.5,) * 3, (0.5,) * 3)
     face = Face((50, 60, 30, 40), 1.0)
     # margin 0: the 40-pixel square centred on the box (x 45..85, y 60..100), resized to 80.
-    tight = face_pixels(image, [face], prep, margin=0)
+    tight = face_pixels(image, [face], prep, Framing(margin=0))
     assert torch.equal(tight[0], to_pixels(Image.fromarray(image[60:100, 45:85]), prep))
     # margin 1: a side of 80 around the same centre (x 25..105, y 40..120), at its own size.
-    loose = face_pixels(image, [face, face], prep, margin=1.0)
+    loose = face_pixels(image, [face, face], prep, Framing(margin=1.0))
     assert loose.shape == (2, 3, 80, 80)
     assert torch.equal(loose[1], torch.from_numpy(image[40:120, 25:105]).permute(2, 0, 1))
+
+
+def test_the_framing_scales_by_the_chosen_side_and_shifts_the_centre():
+    image = noise(300, 300)
+    prep = Preprocessing(96, 3, (0.5,) * 3, (0.5,) * 3)
+    face = Face((100, 80, 60, 90), 1.0)  # centre (130, 125)
+    # By the width: side 1.6 x 60 = 96; centre moved up 0.25 x 60 = 15 -> (130, 110): x 82..178, y 62..158.
+    by_width = Framing(margin=0.6, scale_by="width", offset_y=-0.25)
+    assert torch.equal(face_pixels(image, [face], prep, by_width)[0],
+                       torch.from_numpy(image[62:158, 82:178]).permute(2, 0, 1))
+    # By the height, tighter than the box: side 0.8 x 90 = 72; centre right 0.1 x 90 = 9 -> (139, 125).
+    by_height = Framing(margin=-0.2, scale_by="height", offset_x=0.1)
+    expected = to_pixels(Image.fromarray(image[89:161, 103:175]), prep)
+    assert torch.equal(face_pixels(image, [face], prep, by_height)[0], expected)
+
+
+def test_the_resampling_filter_of_the_framing_is_used():
+    image = noise(200, 200)
+    face = Face((50, 50, 100, 100), 1.0)
+    crop = Image.fromarray(image[50:150, 50:150])
+    for name, resample in (("nearest", Image.Resampling.NEAREST), ("lanczos", Image.Resampling.LANCZOS)):
+        got = face_pixels(image, [face], GRAY48, Framing(margin=0, resample=name))[0]
+        assert torch.equal(got, to_pixels(crop, GRAY48, resample))
+    assert not torch.equal(face_pixels(image, [face], GRAY48, Framing(margin=0, resample="nearest")),
+                           face_pixels(image, [face], GRAY48, Framing(margin=0, resample="bicubic")))
 
 
 def test_parts_outside_the_image_repeat_its_edge():
     image = np.tile(np.arange(100, 200, dtype=np.uint8)[None, :, None], (100, 1, 3))  # columns 100..199
     prep = Preprocessing(40, 3, (0.5,) * 3, (0.5,) * 3)
-    crop = face_pixels(image, [Face((0, 0, 20, 20), 1.0)], prep, margin=1.0)[0]  # x -10..30
+    crop = face_pixels(image, [Face((0, 0, 20, 20), 1.0)], prep, Framing(margin=1.0))[0]  # x -10..30
     assert torch.all(crop[:, :, :10] == 100)
     assert torch.equal(crop[0, 0, 10:], torch.arange(100, 130, dtype=torch.uint8))
 
@@ -69,21 +95,19 @@ def test_alignment_levels_tilted_eyes(tilt):
         cv2.circle(image, (round(x), round(y)), 6, (0, 0, 0), -1)
     face = Face((50, 50, 100, 100), 0.9, (right_eye, left_eye, (100.0, 110.0), (85.0, 130.0), (115.0, 130.0)))
     prep = Preprocessing(100, 1, (0.5,), (0.5,))
-    (x0, y0), (x1, y1) = _dark_centres(face_pixels(image, [face], prep, margin=0, align=True)[0])
+    (x0, y0), (x1, y1) = _dark_centres(face_pixels(image, [face], prep, Framing(margin=0, align=True))[0])
     assert abs(y1 - y0) < 1.0 and abs((x1 - x0) - 60) < 1.5
-    (_, y0), (_, y1) = _dark_centres(face_pixels(image, [face], prep, margin=0, align=False)[0])
+    (_, y0), (_, y1) = _dark_centres(face_pixels(image, [face], prep, Framing(margin=0, align=False))[0])
     assert abs((y1 - y0) - 2 * dy) < 1.0
     # Without landmarks there is nothing to align by.
     plain = Face(face.box, face.score)
-    assert torch.equal(face_pixels(image, [plain], prep, align=True), face_pixels(image, [plain], prep, align=False))
+    assert torch.equal(face_pixels(image, [plain], prep, Framing(align=True)), face_pixels(image, [plain], prep, Framing(align=False)))
 
 
 def test_no_faces_give_an_empty_batch():
     image = np.full((120, 160, 3), 128, dtype=np.uint8)
     assert create_detector("haar").detect(image) == []
     assert face_pixels(image, [], GRAY48).shape == (0, 1, 48, 48)
-    with pytest.raises(FerlabError, match="margin"):
-        face_pixels(image, [], GRAY48, margin=-0.1)
 
 
 def test_rgb_files_and_arrays(tmp_path):

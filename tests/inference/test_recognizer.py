@@ -1,4 +1,4 @@
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -6,9 +6,11 @@ import pytest
 from PIL import Image
 
 from ferlab.data import ImageDataset, open_dataset
+from ferlab.data.framing import Framing
 from ferlab.errors import FerlabError
 from ferlab.inference import Face, Recognizer, face_pixels
-from ferlab.models import load_model
+from ferlab.models import LoadedModel, load_model, save_model
+from ferlab.models.onnx import export_onnx
 
 WILD = Path(__file__).resolve().parents[3] / "shared" / "data" / "wild"
 YUNET = Path(__file__).resolve().parents[3] / "shared" / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
@@ -71,7 +73,7 @@ def test_all_faces_of_a_batch_go_through_the_classifier_at_once(model, tree, mon
     assert [len(r) for r in results] == [2, 1, 0]
     assert [r.face for r in results[0]] == faces_first
     prep = model.meta.preprocessing
-    expected = predict(face_pixels(first, faces_first, prep, margin=0.0))
+    expected = predict(face_pixels(first, faces_first, prep, Framing(margin=0.0)))
     np.testing.assert_allclose([[r.probs[c] for c in model.classes] for r in results[0]], expected, atol=1e-6)
     assert [r.label for r in results[0]] == ["happy", "angry"]  # the planted classes
     assert results[0][0].to_dict()["box"] == [10, 20, 48, 48]
@@ -135,3 +137,28 @@ def test_wild_photos_with_yunet(model):
     for faces in results:
         assert [f.face.box[0] for f in faces] == sorted(f.face.box[0] for f in faces)  # left to right
         assert all(f.face.landmarks is not None and sum(f.probs.values()) == pytest.approx(1) for f in faces)
+
+
+def test_a_face_is_cut_with_the_framing_stored_in_the_model(model, tree, tmp_path):
+    """A crop pasted where the stored framing puts it comes back exactly, through torch, a saved copy and ONNX."""
+    crop = crops(tree, "happy", 1)[0]  # (48, 48)
+    framing = Framing(margin=0.2, scale_by="width", offset_y=-0.1)  # side 1.2 x width, centre 0.1 widths above the box's
+    canvas = np.full((200, 240, 3), 90, np.uint8)
+    paste(canvas, crop, 100, 60)
+    box = (104, 63, 40, 50)  # width 40 -> side 48; box centre (124, 88) = crop centre (124, 84) + 0.1 x 40 down
+    detector = ScriptedDetector([[Face(box, 0.9)]])
+    framed = LoadedModel(model.module, replace(model.meta, framing={"scripted": framing}))
+    expected = Recognizer(model, "none", backend="torch").recognize(np.repeat(crop[:, :, None], 3, axis=2))[0].probs
+    save_model(framed.module, framed.meta, tmp_path / "framed")
+    onnx_file = export_onnx(tmp_path / "framed", tmp_path / "framed.onnx")
+    for source, backend in ((framed, "torch"), (tmp_path / "framed", "torch"), (onnx_file, "onnx")):
+        recognizer = Recognizer(source, detector, backend=backend)
+        assert recognizer.framing == framing
+        got = recognizer.recognize(canvas)[0].probs
+        assert got == pytest.approx(expected, abs=1e-5)
+    # Another detector's faces, and an old model without a record, get the default framing; an override wins.
+    assert Recognizer(framed, "none", backend="torch").framing == Framing()
+    assert Recognizer(model, detector, backend="torch").framing == Framing()
+    assert Recognizer(framed, detector, backend="torch", margin=0.5).framing == replace(framing, margin=0.5)
+    with pytest.raises(FerlabError, match="margin"):
+        Recognizer(framed, detector, backend="torch", margin=-1.5)

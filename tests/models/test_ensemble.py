@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ferlab.data import ImageDataset, Preprocessing, open_dataset, to_pixels
+from ferlab.data.framing import Framing
 from ferlab.data.transforms import normalize
 from ferlab.errors import FerlabError
 from ferlab.models import LoadedModel, ModelMeta, build_model, load_model, save_model
@@ -31,10 +32,10 @@ def ens():
     return ensemble
 
 
-def _save(directory, arch="baseline_cnn", prep=GRAY48, seed=0, classes=CLASSES):
+def _save(directory, arch="baseline_cnn", prep=GRAY48, seed=0, classes=CLASSES, framing=None):
     """A member with random weights, saved into `directory`."""
     torch.manual_seed(seed)
-    meta = ModelMeta(arch, tuple(classes), prep)
+    meta = ModelMeta(arch, tuple(classes), prep, framing=framing or {})
     save_model(build_model(meta).eval(), meta, directory)
     return directory
 
@@ -243,3 +244,14 @@ def test_errors_name_the_problem(ens, trained_run, tmp_path):
     with pytest.raises(FerlabError, match="already exists and is not empty"):
         ens.save_ensemble([a, b], a)
     assert not any((tmp_path / f"e{i}").exists() for i in range(1, 8))
+
+
+def test_an_ensemble_keeps_the_framing_its_members_share(ens, tmp_path):
+    tight = {"yunet": Framing(margin=0.2, scale_by="width")}
+    members = [_save(tmp_path / "a", framing=tight), _save(tmp_path / "b", "cnn3_bn", seed=2, framing=tight)]
+    ens.save_ensemble(members, tmp_path / "ens")
+    assert load_model(tmp_path / "ens").meta.framing == tight
+    other = _save(tmp_path / "c", seed=3, framing={"yunet": Framing(margin=0.5)})
+    with pytest.raises(FerlabError, match="frame faces found by yunet differently"):
+        ens.save_ensemble([*members, other], tmp_path / "mixed")
+    assert not (tmp_path / "mixed" / "model.json").exists()

@@ -75,6 +75,9 @@ class ImageDataset(Dataset):
         prep: the model's preprocessing.
         augment: a transform of uint8 (C, H, W) tensors applied before normalising.
         cache_dir: where decoded pixels are cached across runs (None: memory only).
+        decode: turns the table into uint8 pixels and a mask of the samples that have them;
+            `decode_table` by default (each image is a crop), or one that finds faces in photos
+            (`ferlab.inference.photos.FaceDecoder`, which caches nothing).
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class ImageDataset(Dataset):
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         *,
         cache_dir: str | Path | None = None,
+        decode: Callable[[SampleTable, Preprocessing], tuple[torch.Tensor, np.ndarray]] | None = None,
     ) -> None:
         index = {name: i for i, name in enumerate(classes)}
         unknown = sorted({s.label for s in table.samples} - set(index))
@@ -92,10 +96,10 @@ class ImageDataset(Dataset):
             raise FerlabError(f"{table.origin}: classes {unknown} are not among {list(classes)}")
         self.prep = prep
         self.augment = augment
-        pixels, ok = decode_table(table, prep, cache_dir)
+        pixels, ok = decode_table(table, prep, cache_dir) if decode is None else decode(table, prep)
         self.samples: list[Sample] = [s for s, good in zip(table.samples, ok) if good]
         self.skipped: list[str] = [s.source for s, good in zip(table.samples, ok) if not good]
-        if self.skipped:
+        if self.skipped and decode is None:  # another decoder reports what it left out itself
             log.warning("%s: skipped %d of %d images that could not be read", table.origin, len(self.skipped), len(table))
         if table.samples and not self.samples:
             raise FerlabError(f"{table.origin}: none of the {len(table)} images could be read")

@@ -54,12 +54,18 @@ class Preprocessing:
         return Preprocessing(self.input_size, channels, (mean,) * channels, (std,) * channels)
 
 
-def to_pixels(image: Image.Image, prep: Preprocessing) -> torch.Tensor:
-    """Convert to the model's mode and size: a uint8 tensor of shape (C, H, W)."""
+def to_pixels(
+    image: Image.Image, prep: Preprocessing, resample: Image.Resampling = Image.Resampling.BILINEAR
+) -> torch.Tensor:
+    """Convert to the model's mode and size: a uint8 tensor of shape (C, H, W).
+
+    Args:
+        resample: the Pillow filter when the size differs (a model's `Framing.filter`).
+    """
     image = image.convert("L" if prep.channels == 1 else "RGB")
     size = (prep.input_size, prep.input_size)
     if image.size != size:
-        image = image.resize(size, Image.Resampling.BILINEAR)
+        image = image.resize(size, resample)
     array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]

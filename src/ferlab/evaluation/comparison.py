@@ -59,9 +59,10 @@ def _number(value: Any) -> str:
 
 
 def _markdown(rows: list[dict[str, Any]], pairs: list[dict[str, Any]], data: str, split: str) -> str:
-    lines = [f"Models on {data} ({split} split)\n", "| model | images | " + " | ".join(TABLE_METRICS.values()) + " |",
-             "|---|---:|" + "---:|" * len(TABLE_METRICS)]
-    lines += [f"| {r['model']} | {r['samples']} | " + " | ".join(_number(r[k]) for k in TABLE_METRICS) + " |" for r in rows]
+    columns = {**TABLE_METRICS, **({"detection_rate": "faces found"} if "detection_rate" in rows[0] else {})}
+    lines = [f"Models on {data} ({split} split)\n", "| model | images | " + " | ".join(columns.values()) + " |",
+             "|---|---:|" + "---:|" * len(columns)]
+    lines += [f"| {r['model']} | {r['samples']} | " + " | ".join(_number(r[k]) for k in columns) + " |" for r in rows]
     if pairs:
         lines += ["", "McNemar tests (paired, on the images both models saw)\n",
                   "| model A | model B | images | only A right | only B right | p-value | test |", "|---|---|---:|---:|---:|---:|---|"]
@@ -77,8 +78,13 @@ def compare_models(
     split: str = "auto",
     tta: str = "none",
     merge: Mapping[str, Iterable[str]] | None = None,
+    **photos: Any,
 ) -> ComparisonResult:
     """Evaluate each model into ``out/<name>/`` and write comparison.csv, comparison.md and comparison.json.
+
+    Args:
+        photos: `evaluate_model`'s ``detector``, ``detector_path`` and ``margin``, for whole photos
+            (each model cuts the faces with its own framing).
 
     Raises:
         FerlabError: fewer than two models, or any model or data error.
@@ -89,10 +95,12 @@ def compare_models(
     names = model_names(models)
     evaluations = {}
     for name, model in zip(names, models):
-        evaluations[name] = evaluate_model(model, data, split=split, tta=tta, merge=merge)
+        evaluations[name] = evaluate_model(model, data, split=split, tta=tta, merge=merge, **photos)
         write_evaluation(evaluations[name], out / name)
+    photo_keys = [k for k in ("detection_rate", "no_face") if k in next(iter(evaluations.values())).metrics]
     rows = [{"model": name, "path": str(model), "samples": ev.metrics["samples"],
-             **{k: ev.metrics[k] for k in TABLE_METRICS}} for (name, ev), model in zip(evaluations.items(), models)]
+             **{k: ev.metrics[k] for k in (*TABLE_METRICS, *photo_keys)}}
+            for (name, ev), model in zip(evaluations.items(), models)]
     pairs = []
     for (name_a, a), (name_b, b) in itertools.combinations(evaluations.items(), 2):
         correct_a, correct_b = _paired_correctness(a, b)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ from ferlab.errors import FerlabError
 from ferlab.evaluation.galleries import class_gallery, mistake_gallery
 from ferlab.evaluation.metrics import classification_metrics
 from ferlab.evaluation.plots import plot_confusion_matrix, plot_precision_recall, plot_reliability, plot_roc
+from ferlab.inference.detect import Detector, create_detector
+from ferlab.inference.photos import FaceDecoder
 from ferlab.models import LoadedModel, load_model
 
 __all__ = ["Evaluation", "choose_split", "evaluate", "evaluate_model", "write_evaluation"]
@@ -75,21 +77,46 @@ class Evaluation:
         return self.probs.argmax(axis=1) == self.dataset.targets.numpy()
 
 
+def _photo_metrics(decoder: FaceDecoder, table: SampleTable, correct: np.ndarray) -> dict[str, Any]:
+    """What the detector found; accuracy over every readable photo, one without a face counting as an error."""
+    photos = len(table) - len(decoder.unreadable)
+    return {
+        "detector": decoder.detector.name,
+        "framing": decoder.framing.to_dict(),
+        "photos": photos,
+        "no_face": len(decoder.no_face),
+        "detection_rate": (photos - len(decoder.no_face)) / photos,
+        "accuracy": float(correct.sum()) / photos,
+        "accuracy_of_detected": float(correct.mean()),
+        "no_face_sources": decoder.no_face,
+    }
+
+
 def evaluate_model(
     model: str | Path | LoadedModel,
     data: str | Path,
     split: str = "auto",
     tta: str = "none",
     merge: Mapping[str, Iterable[str]] | None = None,
+    *,
+    detector: str | Detector = "none",
+    detector_path: str | Path | None = None,
+    margin: float | None = None,
 ) -> Evaluation:
     """Predict `data`'s `split` with `model` and compute every metric; writes nothing.
 
     Args:
         tta: test-time augmentation, ``none``, ``flip`` or ``tencrop``.
         merge: relabel the data's classes first, e.g. ``{"neutral": ["contempt"]}``.
+        detector: ``none``: the images are face crops. ``yunet`` or ``haar`` (or a detector):
+            they are photos, and the largest face found in each is cut with the model's framing
+            and classified, as ``ferlab predict`` does; ``accuracy`` then counts a photo
+            without a face as an error, and the other metrics cover the faces found.
+        detector_path: the YuNet model file (default: the bundled one).
+        margin: an expert override of the margin in the model's framing for `detector`.
 
     Raises:
-        FerlabError: bad paths, a missing split, or no image of a class the model predicts.
+        FerlabError: bad paths, a missing split, no image of a class the model predicts, or no face in any photo.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     table = choose_split(open_dataset(data), split)
@@ -98,7 +125,14 @@ def evaluate_model(
     table, left_out = shared_classes(table, loaded.classes)
     if not len(table):
         raise FerlabError(f"{data} has no images of the model's classes {list(loaded.classes)} (only {list(left_out)})")
-    dataset = ImageDataset(table, loaded.classes, loaded.meta.preprocessing)
+    found = create_detector(detector, model_path=detector_path) if isinstance(detector, str) else detector
+    decoder = None
+    if found.name != "none":
+        framing = loaded.meta.framing_for(found.name)
+        decoder = FaceDecoder(found, framing if margin is None else replace(framing, margin=margin))
+    elif margin is not None:
+        raise FerlabError("a margin applies to faces found by a detector; choose detector yunet or haar")
+    dataset = ImageDataset(table, loaded.classes, loaded.meta.preprocessing, decode=decoder)
     logits = loaded.predict_logits(dataset.pixels, tta=tta)
     probs = softmax(logits / loaded.meta.temperature, axis=1)
     metrics = {
@@ -108,10 +142,12 @@ def evaluate_model(
         "split": "+".join(name or "unsplit" for name in table.splits()),
         "tta": tta,
         "temperature": loaded.meta.temperature,
-        "skipped": dataset.skipped,
+        "skipped": decoder.unreadable if decoder else dataset.skipped,
         "left_out": left_out,
         **classification_metrics(dataset.targets.numpy(), probs, loaded.classes),
     }
+    if decoder is not None:
+        metrics.update(_photo_metrics(decoder, table, probs.argmax(axis=1) == dataset.targets.numpy()))
     return Evaluation(loaded, dataset, logits, probs, metrics)
 
 
@@ -158,12 +194,16 @@ def evaluate(
     split: str = "auto",
     tta: str = "none",
     merge: Mapping[str, Iterable[str]] | None = None,
+    **photos: Any,
 ) -> dict[str, Any]:
     """Evaluate `model` on `data` and write metrics.json, predictions.csv and the plots to `out`.
+
+    Args:
+        photos: `evaluate_model`'s ``detector``, ``detector_path`` and ``margin``, for whole photos.
 
     Returns:
         The metrics, as written to ``metrics.json``.
     """
-    evaluation = evaluate_model(model, data, split=split, tta=tta, merge=merge)
+    evaluation = evaluate_model(model, data, split=split, tta=tta, merge=merge, **photos)
     write_evaluation(evaluation, out)
     return evaluation.metrics

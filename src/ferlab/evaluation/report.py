@@ -92,7 +92,12 @@ def _rows(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _headline(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    return [("images", str(metrics["samples"])), *((title, _fmt(metrics.get(key))) for key, title in TABLE_METRICS.items()),
+    photos = []
+    if "detection_rate" in metrics:  # whole photos through a detector; accuracy counts a photo without a face as wrong
+        photos = [("photos", str(metrics["photos"])), ("detector", metrics["detector"]),
+                  ("faces found", _fmt(metrics["detection_rate"])), ("no face found", str(metrics["no_face"]))]
+    return [*photos, ("images", str(metrics["samples"])),
+            *((title, _fmt(metrics.get(key))) for key, title in TABLE_METRICS.items()),
             ("temperature", f"{metrics['temperature']:.3f}"), ("test-time augmentation", metrics["tta"])]
 
 
@@ -159,13 +164,19 @@ def _render_markdown(title: str, facts: list[tuple[str, str]], metrics: dict[str
 
 
 def report(
-    run_dir: str | Path, data: str | Path | None = None, out: str | Path | None = None, split: str = "auto", tta: str = "none"
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    out: str | Path | None = None,
+    split: str = "auto",
+    tta: str = "none",
+    **photos: Any,
 ) -> ReportResult:
     """Evaluate a run on its test data and write ``report.html`` and ``report.md`` with the plots.
 
     Args:
         data: the dataset to evaluate on; default the one the run was trained on.
         out: output folder; default ``RUN_DIR/report``. Its plots and tables are rewritten each time.
+        photos: `evaluate_model`'s ``detector``, ``detector_path`` and ``margin``, for whole photos.
 
     Raises:
         FerlabError: not a run folder, or no data to evaluate.
@@ -178,7 +189,7 @@ def report(
         if not data:
             raise FerlabError(f"{run_dir} has no config.yaml naming its data; pass --data")
     out = Path(out) if out is not None else run_dir / "report"
-    evaluation = evaluate_model(run_dir, data, split=split, tta=tta)
+    evaluation = evaluate_model(run_dir, data, split=split, tta=tta, **photos)
     figures = write_evaluation(evaluation, out)
     if (run_dir / "metrics.csv").is_file():
         figures["curves"] = plot_run_curves(run_dir, out / "curves.png")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from ferlab.data.framing import Framing
 from ferlab.data.images import decode_image
 from ferlab.data.transforms import Preprocessing, to_pixels
 from ferlab.errors import FerlabError
@@ -103,40 +104,37 @@ def _eye_angle(face: Face) -> float:
     return math.degrees(math.atan2(left_y - right_y, left_x - right_x))
 
 
-def _crop(image: np.ndarray, face: Face, margin: float, align: bool) -> np.ndarray:
-    """The square around `face`, side (1 + margin) x its box's longer side, eyes levelled: (side, side, 3).
+def _crop(image: np.ndarray, face: Face, framing: Framing) -> np.ndarray:
+    """The square `framing` cuts around `face`, eyes levelled where it aligns: (side, side, 3).
 
     Its corner sits on whole pixels, so an unrotated crop copies the image's pixels
     exactly; parts outside the image repeat its edge pixels.
     """
-    x, y, w, h = face.box
-    side = max(1, round(max(w, h) * (1 + margin)))
-    left, top = round(x + w / 2 - side / 2), round(y + h / 2 - side / 2)
-    angle = _eye_angle(face) if align and face.landmarks else 0.0
+    centre_x, centre_y, exact_side = framing.square(face.box)
+    side = max(1, round(exact_side))
+    left, top = round(centre_x - side / 2), round(centre_y - side / 2)
+    angle = _eye_angle(face) if framing.align and face.landmarks else 0.0
     matrix = cv2.getRotationMatrix2D((left + side / 2, top + side / 2), angle, 1.0)  # (2, 3), about the crop centre
     matrix[:, 2] -= (left, top)
     return cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def face_pixels(
-    image: np.ndarray, faces: Sequence[Face], prep: Preprocessing, margin: float = 0.25, align: bool = True
+    image: np.ndarray, faces: Sequence[Face], prep: Preprocessing, framing: Framing = Framing()
 ) -> torch.Tensor:
     """The model inputs of the faces in an RGB uint8 image (H, W, 3): uint8 (N, C, S, S).
 
     Args:
         faces: detections in `image`'s pixels.
         prep: the model's preprocessing (size, channels), from its metadata.
-        margin: each crop is a square whose side is the face box's longer side times (1 + margin).
-        align: rotate each crop so the eyes are level, where the face has landmarks.
+        framing: how each face is cut and resized, from the model's metadata (`ModelMeta.framing_for`).
 
     Raises:
-        FerlabError: a negative margin or an image that is not RGB uint8.
+        FerlabError: an image that is not RGB uint8.
     """
-    if margin < 0:
-        raise FerlabError(f"the face margin must be 0 or more, got {margin}")
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise FerlabError(f"face_pixels takes an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
-    crops = [to_pixels(Image.fromarray(_crop(image, face, margin, align)), prep) for face in faces]
+    crops = [to_pixels(Image.fromarray(_crop(image, face, framing)), prep, framing.filter) for face in faces]
     if not crops:
         return torch.zeros((0, prep.channels, prep.input_size, prep.input_size), dtype=torch.uint8)
     return torch.stack(crops)

@@ -147,6 +147,7 @@ def predict_files(
     detector_path: str | Path | None = None,
     backend: str = "auto",
     tta: str = "none",
+    margin: float | None = None,
     batch_size: int = 32,
 ) -> FilePredictions:
     """Find and classify the faces in image files, folders or globs; write the results to `out`.
@@ -156,13 +157,13 @@ def predict_files(
     under ``annotated/``, in the inputs' folder structure. An unreadable file is skipped, not fatal.
 
     Args:
-        model, detector, detector_path, backend, tta: as for `Recognizer`.
+        model, detector, detector_path, backend, tta, margin: as for `Recognizer`.
         batch_size: images decoded and classified together.
 
     Raises:
         FerlabError: a missing input, options the Recognizer refuses, or no readable image at all.
     """
-    recognizer = Recognizer(model, detector, backend=backend, tta=tta, detector_path=detector_path)
+    recognizer = Recognizer(model, detector, backend=backend, tta=tta, detector_path=detector_path, margin=margin)
     paths = expand_inputs(inputs)
     if not paths:
         raise FerlabError("no input images given")
@@ -188,6 +189,7 @@ def predict_files(
         raise FerlabError(f"none of the {len(paths)} input files could be read; first: {next(iter(unreadable.values()))}")
     write_json(out / "predictions.json", {
         "classes": classes, "detector": recognizer.detector.name, "backend": recognizer.backend, "tta": tta,
+        "framing": recognizer.framing.to_dict(),
         "predictions": [p.to_dict() for p in predictions],
         "images": [{"source": source, "faces": n} for source, n in faces.items()],
         "unreadable": [{"source": source, "error": error} for source, error in unreadable.items()],

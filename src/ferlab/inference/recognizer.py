@@ -12,7 +12,7 @@ import importlib.util
 import logging
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,8 @@ class Recognizer:
             With ``none`` each image is a face crop and is prepared exactly as training crops were.
         backend: ``torch``, ``onnx`` or ``auto`` (ONNX Runtime where the model exports); the choice is in `backend`.
         tta: test-time augmentation (``none``, ``flip`` or ``tencrop``).
-        margin, align: how a detected face is cropped (see `ferlab.inference.faces.face_pixels`).
+        margin, align: expert overrides of the model's own framing of detected faces (its
+            `ModelMeta.framing_for` the detector; see `ferlab.data.framing.Framing`); None keeps it.
         detector_path: the YuNet model file, with ``detector="yunet"``.
 
     Raises:
@@ -107,20 +108,21 @@ class Recognizer:
         *,
         backend: str = "auto",
         tta: str = "none",
-        margin: float = 0.25,
-        align: bool = True,
+        margin: float | None = None,
+        align: bool | None = None,
         detector_path: str | Path | None = None,
     ) -> None:
         check_tta(tta)
-        if margin < 0:
-            raise FerlabError(f"the face margin must be 0 or more, got {margin}")
         if detector_path is not None and not isinstance(detector, str):
             raise FerlabError("detector_path goes with a detector name, not a detector object")
         self.detector = create_detector(detector, model_path=detector_path) if isinstance(detector, str) else detector
         self.model, self.backend = _classifier(model, backend)
         self.tta = tta
-        self.margin = margin
-        self.align = align
+        overrides = {name: value for name, value in (("margin", margin), ("align", align)) if value is not None}
+        try:
+            self.framing = replace(self.model.meta.framing_for(self.detector.name), **overrides)
+        except FerlabError as err:
+            raise FerlabError(f"face framing override: {err}") from None
 
     @classmethod
     def from_pretrained(cls, name: str = "fast", **kwargs: Any) -> Recognizer:
@@ -171,5 +173,5 @@ class Recognizer:
         prep = self.model.meta.preprocessing
         if self.detector.name == "none":
             # The image is the crop: resized like a training crop (stretched), not padded square with a margin.
-            return to_pixels(Image.fromarray(image), prep).unsqueeze(0).repeat(len(faces), 1, 1, 1)
-        return face_pixels(image, faces, prep, self.margin, self.align)
+            return to_pixels(Image.fromarray(image), prep, self.framing.filter).unsqueeze(0).repeat(len(faces), 1, 1, 1)
+        return face_pixels(image, faces, prep, self.framing)

@@ -247,6 +247,7 @@ def process_video(
     detector_path: str | Path | None = None,
     backend: str = "auto",
     tta: str = "none",
+    margin: float | None = None,
     stride: int = 1,
     smooth: float = 0.6,
     show: bool = False,
@@ -261,7 +262,7 @@ def process_video(
     the live window, or `max_frames`. A damaged or cut-short file keeps the frames before the damage.
 
     Args:
-        model, detector, detector_path, backend, tta: as for `Recognizer`.
+        model, detector, detector_path, backend, tta, margin: as for `Recognizer`.
         source: a video file, or a camera index (an int, or a string of digits that names no file).
         stride: detect faces on every `stride`-th frame; the frames between reuse those boxes (each is still classified).
         smooth: weight of a track's past in its probabilities, in [0, 1); 0: no smoothing.
@@ -285,7 +286,7 @@ def process_video(
     frames = 0
     window = False
     try:
-        recognizer = Recognizer(model, detector, backend=backend, tta=tta, detector_path=detector_path)
+        recognizer = Recognizer(model, detector, backend=backend, tta=tta, detector_path=detector_path, margin=margin)
         timeline = _Timeline(recognizer.classes, smooth)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

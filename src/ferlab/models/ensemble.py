@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ferlab._io import check_new_folder
+from ferlab.data.framing import Framing
 from ferlab.data.transforms import Preprocessing
 from ferlab.errors import FerlabError
 from ferlab.models.io import LoadedModel, build_model, load_model, save_model
@@ -324,4 +325,22 @@ def save_ensemble(
     prep = Preprocessing(max(p.input_size for p in preps), channels, (0.0,) * channels, (1.0,) * channels)
     module = Ensemble(loaded, in_chans=prep.channels, input_size=prep.input_size, method=method, weights=weights,
                       names=names).eval()
-    return save_model(module, ModelMeta("ensemble", module.classes, prep, module.stored_kwargs()), out)
+    meta = ModelMeta("ensemble", module.classes, prep, module.stored_kwargs(), framing=_shared_framing(loaded, names))
+    return save_model(module, meta, out)
+
+
+def _shared_framing(members: Sequence[LoadedModel], names: Sequence[str]) -> dict[str, Framing]:
+    """The members' framing for each detector any of them records; one crop feeds them all, so they must agree.
+
+    Raises:
+        FerlabError: members that cut faces found by one detector differently (named, with their framings).
+    """
+    shared = {}
+    for detector in sorted({name for m in members for name in m.meta.framing}):
+        framings = [m.meta.framing_for(detector) for m in members]
+        if len(set(framings)) > 1:
+            listed = "; ".join(f"{name}: {framing.to_dict()}" for name, framing in zip(names, framings))
+            raise FerlabError(f"ensemble members frame faces found by {detector} differently ({listed}); an ensemble "
+                              "cuts one crop for all its members, so combine models trained with the same data.framing")
+        shared[detector] = framings[0]
+    return shared

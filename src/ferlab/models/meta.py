@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ferlab.data.framing import Framing
 from ferlab.data.labels import canonical_label
 from ferlab.data.transforms import Preprocessing
 from ferlab.errors import FerlabError
@@ -28,6 +30,10 @@ class ModelMeta:
         temperature: divides the logits before softmax (temperature scaling, see
             `ferlab.models.calibration`); stored here so that every consumer of the
             model gets calibrated probabilities. 1.0: uncalibrated.
+        framing: how a face found by each detector (``yunet``, ``haar``) is cut to look
+            like the training crops, measured on them (`ferlab.inference.framing`); a
+            detector without an entry gets the default `Framing` (models saved before
+            framing was stored have none).
 
     Raises:
         FerlabError: a temperature that is not a positive finite number.
@@ -38,6 +44,11 @@ class ModelMeta:
     preprocessing: Preprocessing
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     temperature: float = 1.0
+    framing: Mapping[str, Framing] = field(default_factory=dict)
+
+    def framing_for(self, detector: str) -> Framing:
+        """The framing of faces found by `detector` (a detector's name)."""
+        return self.framing.get(detector, Framing())
 
     def __post_init__(self) -> None:
         value = self.temperature
@@ -49,6 +60,7 @@ class ModelMeta:
         data = asdict(self)
         data["classes"] = list(self.classes)
         data["preprocessing"] = {k: list(v) if isinstance(v, tuple) else v for k, v in data["preprocessing"].items()}
+        data["framing"] = {name: framing.to_dict() for name, framing in self.framing.items()}
         return {"format_version": FORMAT_VERSION, **data}
 
     @classmethod
@@ -69,8 +81,16 @@ class ModelMeta:
                 ),
                 model_kwargs=dict(data.get("model_kwargs", {})),
                 temperature=data.get("temperature", 1.0),  # absent in models saved before calibration existed
+                framing=_read_framing(data.get("framing", {})),  # absent before framing was stored
             )
         except KeyError as err:
             raise FerlabError(f"{source}: missing field {err}") from None
         except (TypeError, ValueError, FerlabError) as err:
             raise FerlabError(f"{source}: {err}") from None
+
+
+def _read_framing(data: Any) -> dict[str, Framing]:
+    """Raises: FerlabError: not an object of detector names to framing records (the record named)."""
+    if not isinstance(data, Mapping):
+        raise FerlabError(f"field framing must map detector names to framing records, got {type(data).__name__}")
+    return {str(name): Framing.from_dict(record, f"framing[{name!r}]") for name, record in data.items()}
