@@ -137,3 +137,38 @@ def test_calibrate_and_predict_with_test_time_augmentation(trained_run, tree, tm
     assert json.loads((tmp_path / "pred" / "predictions.json").read_text())["tta"] == "tencrop"
     with pytest.raises(SystemExit):
         main(["predict", "--model", str(model), str(tree), "--out", str(tmp_path / "p2"), "--tta", "rotate"])
+
+
+def test_data_scan_names_its_report_without_a_double_slash(samples, tmp_path, capsys):
+    from tests.synthetic import write_tree
+
+    faces = write_tree(samples[::30], tmp_path / "faces", split=False)
+    assert main(["data", "scan", str(faces), "--out", f"{tmp_path / 'scan'}/"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "scan" / "scan.json") in out and "//" not in out
+
+
+@pytest.mark.parametrize(("stored", "said"), [(0.5, "kept the stored one, the fit did not lower NLL"),
+                                              (5.0, "kept the fitted one")])
+def test_calibrate_says_which_temperature_it_kept_with_nll_and_ece(trained_run, tree, tmp_path, capsys, stored, said):
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(trained_run / "model.safetensors", model)
+    meta = json.loads((trained_run / "model.json").read_text())
+    (model / "model.json").write_text(json.dumps({**meta, "temperature": stored}))
+    assert main(["calibrate", "--model", str(model), "--data", str(tree)]) == 0
+    out = capsys.readouterr().out
+    assert f"(fitted 1.000: {said}): NLL " in out and ", ECE " in out, out
+
+
+@pytest.mark.hostile
+def test_export_refuses_an_unrelated_out_file_unless_forced(trained_run, tmp_path, capsys):
+    mine = tmp_path / "notes.onnx"
+    mine.write_text("mine")
+    export = ["export", "--model", str(trained_run), "--out", str(mine)]
+    assert main(export) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a ferlab ONNX export" in err and "--force" in err, err
+    assert mine.read_text() == "mine"
+    assert main([*export, "--force"]) == 0 and mine.read_bytes()[:4] != b"mine"
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,7 +52,20 @@ DATA_EXAMPLES = """examples:
 """
 
 
-def _train(args: argparse.Namespace) -> None:
+def _train(args: argparse.Namespace) -> int | None:
+    """Train or resume; a run stopped by a signal exits with the shell's status for it and says how to go on."""
+    from ferlab.training import TrainingInterrupted
+
+    try:
+        _train_or_resume(args)
+    except TrainingInterrupted as stop:
+        print(f"ferlab train: stopped by {stop.signal.name}; the run keeps its finished epochs, continue it with: "
+              f"ferlab train --resume {shlex.quote(str(stop.run_dir))}", file=sys.stderr)
+        return stop.code
+    return None
+
+
+def _train_or_resume(args: argparse.Namespace) -> None:
     from ferlab.training import load_config, resume, train
 
     if args.resume:
@@ -150,9 +164,12 @@ def _calibrate(args: argparse.Namespace) -> None:
     from ferlab.evaluation.calibration import calibrate
 
     result = calibrate(args.model, args.data, split=args.split, out=args.out)
-    ece = result["ece"]
-    print(f"temperature {result['temperature_before']:.3f} -> {result['temperature']:.3f}: ECE {ece['before']:.4f} -> "
-          f"{ece['after']:.4f} on {result['samples']} {result['split']} images; stored in {result['model']}")
+    nll, ece = result["nll"], result["ece"]
+    kept = "kept the fitted one" if result["fitted_kept"] else "kept the stored one, the fit did not lower NLL"
+    print(f"temperature {result['temperature_before']:.3f} -> {result['temperature']:.3f} (fitted "
+          f"{result['temperature_fitted']:.3f}: {kept}): NLL {nll['before']:.4f} -> {nll['after']:.4f}, "
+          f"ECE {ece['before']:.4f} -> {ece['after']:.4f} on {result['samples']} {result['split']} images; "
+          f"stored in {result['model']}")
 
 
 def _models(args: argparse.Namespace) -> None:
@@ -222,7 +239,7 @@ def _export(args: argparse.Namespace) -> None:
     model = load_model(args.model)
     prep = model.meta.preprocessing
     real = dataset_pixels(args.calibration, prep) if args.calibration else None
-    path = export_onnx(model, args.out, int8=args.int8, calibration=real)
+    path = export_onnx(model, args.out, int8=args.int8, calibration=real, force=args.force)
     sample = real if real is not None else generated_pixels(prep, seed=1)
     parity = check_parity(model, OnnxModel.load(path), sample)
     print(f"{'int8' if args.int8 else 'fp32'} ONNX model written to {path} ({path.stat().st_size / 1e6:.2f} MB); "
@@ -264,9 +281,9 @@ def _data_scan(args: argparse.Namespace) -> None:
     from ferlab.data.scan import format_report, scan, write_report
 
     report = scan(args.path, min_size=args.min_size, near_threshold=args.near_threshold, max_bytes=args.max_bytes)
-    write_report(report, args.out)
+    json_path, text_path = write_report(report, args.out)
     print(format_report(report, examples=3), end="")
-    print(f"full report in {args.out}/scan.json and scan.txt")
+    print(f"full report in {json_path} and {text_path.name}")
 
 
 def _data_clean(args: argparse.Namespace) -> None:
@@ -584,7 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  ferlab export --model runs/cnn3 --out cnn3-int8.onnx --int8 --calibration fer2013-train-val.zip",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     export.add_argument("--model", required=True, help="run folder or model .safetensors")
-    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.add_argument("--out", required=True, help="the .onnx file to write (an earlier export there is replaced)")
+    export.add_argument("--force", action="store_true", help="replace --out even if it is not a ferlab ONNX export")
     export.add_argument("--format", choices=("onnx",), default="onnx", help="export format (only onnx so far)")
     export.add_argument("--int8", action="store_true", help="quantise weights and activations to int8 (static)")
     export.add_argument("--calibration", metavar="DATA",
@@ -612,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.addHandler(handler)
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        args.run(args)
+        status = args.run(args)  # None, or an exit status of its own
     except FerlabError as err:
         print(f"ferlab {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -622,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and cut short; Python's documented remedy
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

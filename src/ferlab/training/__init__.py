@@ -10,7 +10,7 @@ from ferlab.training.config import (
     load_config,
 )
 from ferlab.training.module import Classifier
-from ferlab.training.train import TrainResult, resume, train
+from ferlab.training.train import TrainingInterrupted, TrainResult, resume, train
 
 __all__ = [
     "Classifier",
@@ -20,6 +20,7 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "TrainResult",
+    "TrainingInterrupted",
     "config_to_yaml",
     "load_config",
     "resume",

@@ -1,4 +1,4 @@
-"""Small callbacks: a per-epoch metrics CSV, and per-epoch seeding for exact resumes.
+"""Small callbacks: a per-epoch metrics CSV, per-epoch seeding for exact resumes, a run clock, a progress bar.
 
 Lightning's CSVLogger writes training and validation metrics on separate rows
 keyed by step; users want one row per epoch, so `EpochMetricsCSV` writes that.
@@ -6,16 +6,18 @@ keyed by step; users want one row per epoch, so `EpochMetricsCSV` writes that.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.fabric.utilities.seed import seed_everything
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from ferlab._io import write_csv
 
-__all__ = ["EpochMetricsCSV", "EpochSeeding"]
+__all__ = ["EpochMetricsCSV", "EpochProgressBar", "EpochSeeding", "RunClock"]
 
 
 class EpochMetricsCSV(L.Callback):
@@ -65,3 +67,36 @@ class EpochSeeding(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seed_everything(self.seed * 100_003 + trainer.current_epoch + trainer.global_rank * 7919, verbose=False)
+
+
+class RunClock(L.Callback):
+    """Seconds a run has taken over all its segments: the count so far rides in every checkpoint.
+
+    Args:
+        started: ``time.perf_counter()`` when this segment began.
+    """
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.earlier = 0.0  # the segments before this one, as of the checkpoint resumed from
+
+    def seconds(self) -> float:
+        return self.earlier + time.perf_counter() - self.started
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.earlier = float(state_dict["seconds"])
+
+
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's bar (one line, not kept per epoch), counting epochs from 1 as metrics.csv does.
+
+    A one-epoch run shows "Epoch 1/1", where Lightning's bars show "Epoch 0" or "Epoch 0/0".
+    """
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        total = self.total_train_batches  # float("inf") for an iterable without a length
+        self.train_progress_bar.reset(total=None if math.isinf(total) else total)
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import signal
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -36,14 +39,16 @@ from ferlab.data import (
 from ferlab.errors import FerlabError
 from ferlab.models import LoadedModel, ModelMeta, build_model, check_input, model_entry, save_model
 from ferlab.models.calibration import fit_calibration
-from ferlab.training.callbacks import EpochMetricsCSV, EpochSeeding
+from ferlab.training.callbacks import EpochMetricsCSV, EpochProgressBar, EpochSeeding, RunClock
 from ferlab.training.config import TrainConfig, config_to_yaml, load_config
 from ferlab.training.module import Classifier
 from ferlab.training.optim import make_optimizer, make_schedule
 
-__all__ = ["TrainResult", "resume", "train"]
+__all__ = ["TrainResult", "TrainingInterrupted", "resume", "train"]
 
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
+#: The folder each optional logger writes into the run folder.
+LOGGER_FOLDERS = {"tensorboard": "tensorboard", "mlflow": "mlruns"}
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +64,90 @@ class TrainResult:
     seconds: float
 
 
+class TrainingInterrupted(SystemExit):
+    """A run stopped by SIGTERM or Ctrl-C (SIGINT); ``ferlab train --resume run_dir`` continues it.
+
+    A SystemExit, as Lightning's own, with the shell's exit status for the signal (128 + its number).
+    """
+
+    def __init__(self, run_dir: Path, signum: signal.Signals) -> None:
+        super().__init__(128 + signum)
+        self.run_dir = run_dir
+        self.signal = signum
+
+
 def _resolve_preprocessing(cfg: TrainConfig) -> Preprocessing:
     default = model_entry(cfg.model.name).preprocessing
     prep = default.with_channels(cfg.data.channels or default.channels)
     return dataclasses.replace(prep, input_size=cfg.data.image_size or default.input_size)
 
 
-def _check_run_dir(out: str, resume: bool) -> Path:
-    if not resume:
-        return check_new_folder(out, "run folder", "choose a new --out (or resume it)")
+def _unstarted(run_dir: Path) -> bool:
+    """Whether `run_dir` holds only what a run writes before its first checkpoint, so training into it loses nothing.
+
+    That is a config.yaml exactly as ferlab writes one (never a hand-written file), an empty
+    checkpoints folder, and the folders of the loggers that config names.
+    """
+    try:
+        cfg = load_config(run_dir / "config.yaml")
+        if (run_dir / "config.yaml").read_text(encoding="utf-8") != config_to_yaml(cfg):
+            return False
+    except Exception:  # any file may sit there; whatever does not load as ferlab's own config is not ours
+        return False
+    ours = {"config.yaml", "checkpoints", *(LOGGER_FOLDERS[name] for name in cfg.loggers if name in LOGGER_FOLDERS)}
+    checkpoints = run_dir / "checkpoints"
+    return (all(p.name in ours for p in run_dir.iterdir())
+            and not (checkpoints.exists() and (not checkpoints.is_dir() or any(checkpoints.iterdir()))))
+
+
+def _check_checkpoint(run_dir: Path) -> Path:
+    """`run_dir`'s last checkpoint, once it loads as one: damaged or foreign files get one line, not a traceback.
+
+    Loaded as Lightning loads it later, with ``weights_only`` (tensors and plain values, never other objects).
+    """
+    path = run_dir / LAST_CHECKPOINT
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # truncated, foreign or hostile bytes: torch raises assorted errors (zip, pickle, EOF)
+        state = None
+    if not isinstance(state, dict) or not {"state_dict", "loops", "callbacks"} <= state.keys():
+        raise FerlabError(f"cannot resume {run_dir}: {LAST_CHECKPOINT} is damaged, or not a checkpoint that "
+                          "ferlab train wrote (it is left as it is); train into a new --out")
+    return path
+
+
+def _check_run_dir(out: str, resume: bool, main: bool) -> tuple[Path, Path | None]:
+    """The run folder, and the checkpoint to continue from (None: start at epoch 1).
+
+    A folder holding only what an unstarted run wrote (`_unstarted`) may be trained into again,
+    or resumed from its first epoch: a run stopped before its first checkpoint is not stuck.
+    """
     run_dir = Path(out).expanduser()
-    if not (run_dir / LAST_CHECKPOINT).is_file():
-        raise FerlabError(f"cannot resume {run_dir}: no {LAST_CHECKPOINT} (was it trained by this ferlab version?)")
-    return run_dir
+    if not main:  # DDP's other ranks: rank 0 has checked the folder
+        return run_dir, run_dir / LAST_CHECKPOINT if resume and (run_dir / LAST_CHECKPOINT).is_file() else None
+    if not resume:
+        if not _unstarted(run_dir):
+            check_new_folder(run_dir, "run folder", "choose a new --out (or resume it)")
+        return run_dir, None
+    if (run_dir / LAST_CHECKPOINT).exists():
+        return run_dir, _check_checkpoint(run_dir)
+    if _unstarted(run_dir):
+        log.info("%s stopped before its first checkpoint; training it from epoch 1", run_dir)
+        return run_dir, None
+    raise FerlabError(f"cannot resume {run_dir}: no {LAST_CHECKPOINT} (was it trained by this ferlab version?)")
+
+
+def _check_val_split(table: SampleTable, cfg: TrainConfig) -> None:
+    """Refuse data too small to leave a validation image: the best epoch, early stopping and calibration need one."""
+    if len(table.split("val")):
+        return
+    counts = ", ".join(f"{label}: {n}" for label, n in table.label_counts().items())
+    raise FerlabError(
+        f"{cfg.data.path}: too few images to set any aside for validation ({counts} images); "
+        f"data.val_fraction={cfg.data.val_fraction} of a class this small rounds to none, and training needs at least "
+        f"one validation image: add images (about {round(1 / cfg.data.val_fraction)} per class), raise "
+        "data.val_fraction, or add a val/ folder"
+    )
 
 
 def _best_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -105,6 +181,46 @@ def _calibrate(model: nn.Module, meta: ModelMeta, val_set: ImageDataset, run_dir
     return dataclasses.replace(meta, temperature=calibration.temperature)
 
 
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Hide, for this run only, Lightning's notices that say nothing about it.
+
+    Its litlogger advert (logged by every Trainer), the torch deprecation that Lightning 2.6's own
+    pytree code triggers, and the warning that a resumed run's checkpoint folder is not empty.
+    """
+    notices = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+
+    def no_advert(record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                category=FutureWarning)
+        notices.addFilter(no_advert)
+        try:
+            yield
+        finally:
+            notices.removeFilter(no_advert)
+
+
+def _fit(trainer: L.Trainer, module: Classifier, loaders: tuple[DataLoader, DataLoader], checkpoint: Path | None,
+         run_dir: Path) -> None:
+    """`trainer.fit`, where a stop by SIGTERM or Ctrl-C raises `TrainingInterrupted`.
+
+    Lightning turns both into a SystemExit once its state is safe: SIGTERMException, and
+    ``sys.exit(1)`` while it handles the KeyboardInterrupt.
+    """
+    try:
+        trainer.fit(module, *loaders, ckpt_path=checkpoint, weights_only=True)
+    except SIGTERMException:
+        raise TrainingInterrupted(run_dir, signal.SIGTERM) from None
+    except SystemExit as stop:
+        if isinstance(stop.__context__, KeyboardInterrupt):
+            raise TrainingInterrupted(run_dir, signal.SIGINT) from None
+        raise
+
+
 def _loggers(names: Sequence[str], run_dir: Path) -> list:
     """Optional experiment trackers besides metrics.csv; each needs its own package."""
     loggers = []
@@ -113,12 +229,12 @@ def _loggers(names: Sequence[str], run_dir: Path) -> list:
             if name == "tensorboard":
                 from lightning.pytorch.loggers import TensorBoardLogger
 
-                loggers.append(TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""))
+                loggers.append(TensorBoardLogger(save_dir=run_dir, name=LOGGER_FOLDERS[name], version=""))
             elif name == "mlflow":
                 from lightning.pytorch.loggers import MLFlowLogger
 
                 loggers.append(MLFlowLogger(experiment_name="ferlab", run_name=run_dir.name,
-                                            tracking_uri=f"file:{(run_dir / 'mlruns').absolute()}"))
+                                            tracking_uri=f"file:{(run_dir / LOGGER_FOLDERS[name]).absolute()}"))
     except ModuleNotFoundError as err:
         raise FerlabError(f"logger {name} needs a package that is not installed ({err}); pip install {name}") from None
     return loggers
@@ -161,7 +277,7 @@ def train(
     cfg.validate()
     # With DDP, Lightning starts the other ranks by re-running this command: only rank 0 writes.
     main = rank_zero_only.rank == 0
-    run_dir = _check_run_dir(cfg.out, resume) if main else Path(cfg.out).expanduser()
+    run_dir, resume_from = _check_run_dir(cfg.out, resume, main)
     started = time.perf_counter()
     if table is None:
         table = open_dataset(cfg.data.path, soft_labels=cfg.data.soft_labels)
@@ -171,6 +287,7 @@ def train(
     if len(classes) < 2:
         raise FerlabError(f"{cfg.data.path}: training needs at least two classes, found {classes}")
     table = prepare_splits(table, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed, groups=cfg.data.groups)
+    _check_val_split(table, cfg)
     prep = _resolve_preprocessing(cfg)
     kwargs = {**cfg.model.kwargs, **({"pretrained": cfg.model.pretrained} if cfg.model.pretrained else {})}
     meta = ModelMeta(cfg.model.name, tuple(classes), prep, kwargs)
@@ -220,36 +337,34 @@ def train(
     # Every epoch, improved or not (save_last only follows saved best ones), once the epoch has fully ended.
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_on_train_epoch_end=True,
                            enable_version_counter=False)
-    epochs_csv = EpochMetricsCSV(run_dir / "metrics.csv")
-    trainer = L.Trainer(
-        max_epochs=cfg.epochs,
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy,
-        precision=cfg.precision,
-        gradient_clip_val=optim.grad_clip or None,
-        deterministic=True,
-        logger=_loggers(cfg.loggers, run_dir) or False,
-        default_root_dir=run_dir,
-        enable_model_summary=False,
-        log_every_n_steps=max(1, min(50, len(train_loader))),
-        callbacks=[
-            checkpoint, last, EarlyStopping("val_acc", mode="max", patience=cfg.patience), epochs_csv,
-            EpochSeeding(cfg.seed), *callbacks,
-        ],
-    )
-    with warnings.catch_warnings():
-        # Resuming into its own checkpoint folder is the point; Lightning would warn about it.
-        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-        trainer.fit(module, train_loader, val_loader, ckpt_path=run_dir / LAST_CHECKPOINT if resume else None)
+    epochs_csv, clock = EpochMetricsCSV(run_dir / "metrics.csv"), RunClock(started)
+    with _quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=cfg.epochs,
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy=cfg.strategy,
+            precision=cfg.precision,
+            gradient_clip_val=optim.grad_clip or None,
+            deterministic=True,
+            logger=_loggers(cfg.loggers, run_dir) or False,
+            default_root_dir=run_dir,
+            enable_model_summary=False,
+            log_every_n_steps=max(1, min(50, len(train_loader))),
+            callbacks=[
+                checkpoint, last, EarlyStopping("val_acc", mode="max", patience=cfg.patience), epochs_csv,
+                EpochSeeding(cfg.seed), clock, EpochProgressBar(), *callbacks,
+            ],
+        )
+        _fit(trainer, module, (train_loader, val_loader), resume_from, run_dir)
     best = max(epochs_csv.rows, key=lambda row: row["val_acc"])
     result = TrainResult(
         run_dir=run_dir,
         best_val_acc=float(best["val_acc"]),
         best_epoch=int(best["epoch"]),
         epochs_run=len(epochs_csv.rows),
-        seconds=round(time.perf_counter() - started, 2),
+        seconds=round(clock.seconds(), 2),
     )
     if not main:
         return result
