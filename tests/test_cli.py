@@ -172,3 +172,16 @@ def test_export_refuses_an_unrelated_out_file_unless_forced(trained_run, tmp_pat
     assert mine.read_text() == "mine"
     assert main([*export, "--force"]) == 0 and mine.read_bytes()[:4] != b"mine"
 
+
+def test_evaluate_defaults_to_the_bundled_model_and_takes_a_detector(tree, tmp_path, capsys):
+    """No --model: the bundled fast model, as predict does; --detector on crops that hold no findable face is a clear
+    error, and --margin without a detector is refused."""
+    assert main(["evaluate", "--data", str(tree), "--out", str(tmp_path / "e"), "--split", "test"]) == 0
+    assert "30 faces: accuracy" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["model"] == "fast" and len(metrics["classes"]) == 7
+    assert main(["evaluate", "--data", str(tree), "--out", str(tmp_path / "h"), "--split", "test",
+                 "--detector", "haar"]) == 2
+    assert "found no face in any of its 30 photos" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(tree), "--out", str(tmp_path / "m"), "--margin", "0.1"]) == 2
+    assert "margin applies to faces found by a detector" in capsys.readouterr().err

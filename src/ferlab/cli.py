@@ -48,6 +48,7 @@ DATA_EXAMPLES = """examples:
   ferlab data split faces/ --ratios 80/20 --subsample 5000 --out faces-small/ --format csv
   ferlab data split jaffe/ --kfold 5 --groups jaffe --out jaffe-folds/
   ferlab data preview faces/ --augment heavy,mixup=0 --out heavy.png
+  ferlab data framing fer2013-train-val.zip --detector-model yunet.onnx --out framing.json
   ferlab data suspects fer2013-train-val.zip data.batch_size=128 --out suspects/ --folds 5 --epochs 10
 """
 
@@ -95,16 +96,31 @@ def _train_or_resume(args: argparse.Namespace) -> None:
           f"model in {result.run_dir}")
 
 
+def _photo_options(args: argparse.Namespace) -> dict:
+    """evaluate_model's options for whole photos: the detector, its file and a margin override."""
+    if args.detector == "none":
+        return {"margin": args.margin} if args.margin is not None else {}
+    return {"detector": args.detector, "detector_path": args.detector_model, "margin": args.margin}
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from ferlab.evaluation import compare_models, evaluate
 
+    args.model = args.model or [_inference_model(args)]
+    photos = _photo_options(args)
     if len(args.model) > 1:
-        result = compare_models(args.model, args.data, args.out, split=args.split, tta=args.tta, merge=_merges(args.merge))
+        result = compare_models(args.model, args.data, args.out, split=args.split, tta=args.tta,
+                                merge=_merges(args.merge), **photos)
         print(result.markdown, end="")
         print(f"comparison.md, comparison.csv and one evaluation folder per model written to {args.out}")
         return
-    metrics = evaluate(args.model[0], args.data, args.out, split=args.split, tta=args.tta, merge=_merges(args.merge))
-    print(f"{metrics['samples']} images: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+    metrics = evaluate(args.model[0], args.data, args.out, split=args.split, tta=args.tta, merge=_merges(args.merge),
+                       **photos)
+    found = ""
+    if "detection_rate" in metrics:
+        found = (f"{metrics['photos']} photos, a face found in {metrics['detection_rate']:.1%} "
+                 f"({metrics['no_face']} without, counted as errors); ")
+    print(f"{found}{metrics['samples']} faces: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
           f"ECE {metrics['ece']:.4f}; written to {args.out}")
     if metrics["left_out"]:
         print(f"left out (classes the model does not predict): {metrics['left_out']}")
@@ -113,7 +129,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from ferlab.evaluation import report
 
-    result = report(args.run_dir, data=args.data, out=args.out, split=args.split, tta=args.tta)
+    result = report(args.run_dir, data=args.data, out=args.out, split=args.split, tta=args.tta, **_photo_options(args))
     print(f"{result.metrics['samples']} images: accuracy {result.metrics['accuracy']:.4f}, "
           f"macro-F1 {result.metrics['macro_f1']:.4f}; report in {result.html} and {result.markdown}")
 
@@ -132,7 +148,7 @@ def _predict(args: argparse.Namespace) -> None:
     from ferlab.inference import predict_files
 
     found = predict_files(_inference_model(args), args.inputs, args.out, detector=args.detector,
-                          detector_path=args.detector_model, backend=args.backend, tta=args.tta)
+                          detector_path=args.detector_model, backend=args.backend, tta=args.tta, margin=args.margin)
     for p in found.predictions[:20]:
         print(f"{p.source}\t{p.index}\t{p.label}\t{p.probs[p.label]:.3f}")
     if len(found.predictions) > 20:
@@ -146,7 +162,8 @@ def _video(args: argparse.Namespace) -> None:
     from ferlab.inference import process_video
 
     result = process_video(_inference_model(args), args.input, args.out, detector=args.detector,
-                           detector_path=args.detector_model, backend=args.backend, tta=args.tta, stride=args.stride,
+                           detector_path=args.detector_model, backend=args.backend, tta=args.tta, margin=args.margin,
+                           stride=args.stride,
                            smooth=args.smooth, show=args.show, max_frames=args.max_frames)
     damaged = f" of {result.expected_frames} announced (damaged or cut short)" if result.truncated else ""
     print(f"{result.frames} frames{damaged}, {len(result.tracks)} faces tracked; "
@@ -337,6 +354,19 @@ def _data_preview(args: argparse.Namespace) -> None:
     print(f"preview written to {out}")
 
 
+def _data_framing(args: argparse.Namespace) -> None:
+    from ferlab.inference.framing import write_framing
+
+    measured = write_framing(args.path, args.out, args.detector or ["yunet", "haar"], detector_path=args.detector_model,
+                             limit=args.limit, split=args.split, seed=args.seed)
+    for name, stats in measured.items():
+        framing = stats.framing
+        print(f"{name}: a face in {stats.detected} of {stats.crops} crops ({stats.detection_rate:.1%}); crop side "
+              f"{1 + framing.margin:.3f} x the box {framing.scale_by}, centre offset "
+              f"({framing.offset_x:+.3f}, {framing.offset_y:+.3f}) box sides")
+    print(f"written to {args.out}; train with data.framing={args.out} to store it in the model")
+
+
 def _data_suspects(args: argparse.Namespace) -> None:
     from ferlab.evaluation.suspects import find_suspects
 
@@ -402,7 +432,7 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
 
     preview = tools.add_parser("preview", help="a PNG grid of augmented samples, to see a setting's strength")
     preview.add_argument("path")
-    preview.add_argument("--augment", default="light", help="preset none|light|medium|heavy, plus knobs: heavy,mixup=0")
+    preview.add_argument("--augment", default="light", help="preset none|light|medium|heavy|photo, plus knobs: heavy,mixup=0")
     preview.add_argument("--out", help="PNG file (default augment-PRESET.png)")
     preview.add_argument("--images", type=int, default=6)
     preview.add_argument("--variants", type=int, default=7)
@@ -410,6 +440,19 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     preview.add_argument("--channels", type=int, choices=(1, 3), default=1)
     preview.add_argument("--seed", type=int, default=0)
     preview.set_defaults(run=_data_preview)
+
+    framing = tools.add_parser(
+        "framing", help="measure how a dataset's crops frame faces (the face detector run over them), for data.framing")
+    framing.add_argument("path", help="dataset of face crops")
+    framing.add_argument("--out", required=True, help="JSON file to write (pass it to training as data.framing)")
+    framing.add_argument("--detector", choices=("yunet", "haar"), action="append",
+                         help="detector whose boxes are measured; repeat for several (default: yunet and haar)")
+    framing.add_argument("--detector-model", "--detector-path", dest="detector_model", metavar="FILE",
+                         help="YuNet .onnx file for --detector yunet")
+    framing.add_argument("--limit", type=int, default=4000, help="crops measured (class shares kept; default 4000)")
+    framing.add_argument("--split", default="train", help="split measured where the dataset has one (default train)")
+    framing.add_argument("--seed", type=int, default=0)
+    framing.set_defaults(run=_data_framing)
 
     suspects = tools.add_parser("suspects", help="rank likely mislabelled images (confident learning on out-of-fold predictions)")
     suspects.add_argument("data_and_overrides", nargs="+", metavar="DATA [KEY=VALUE ...]",
@@ -438,6 +481,21 @@ def _add_inference_options(parser: argparse.ArgumentParser, several_models: bool
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                         help="classify on torch, onnx (ONNX Runtime) or auto (onnx where the model exports)")
     parser.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
+
+
+def _add_photo_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detector", choices=DETECTOR_CHOICES, default="none",
+                        help="none: the images are face crops (default); yunet or haar: they are whole photos, "
+                             "the largest face of each is cut with the model's framing and classified")
+    parser.add_argument("--detector-model", "--detector-path", dest="detector_model", metavar="FILE",
+                        help="YuNet .onnx file for --detector yunet")
+    _add_margin_option(parser)
+
+
+def _add_margin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--margin", type=float,
+                        help="expert: override the margin of the model's stored face framing (crop side = "
+                             "(1 + margin) x the detector box's side; see `ferlab data framing`)")
 
 
 def _add_listen_options(parser: argparse.ArgumentParser, port: int) -> None:
@@ -475,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-nodes", type=int, help="machines for multi-node DDP")
     train.add_argument("--pretrained", help="timm backbones: 'hub' (download once) or a local weights file")
     train.add_argument("--freeze", help="none, backbone, last:N, first:N or gradual:K")
-    train.add_argument("--augment", help="preset none|light|medium|heavy, plus knobs: medium,rotation=20,mixup=0.2")
+    train.add_argument("--augment", help="preset none|light|medium|heavy|photo, plus knobs: medium,rotation=20,mixup=0.2")
     train.add_argument("--balance", help="class imbalance: none, inverse or effective (loss weights), sampler, oversample")
     train.add_argument("--cache-dir", help="keep decoded pixels here for later runs")
     train.add_argument("--soft-labels", action="store_true", default=None,
@@ -487,12 +545,15 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="metrics, plots and predictions of a model on a dataset; several models: a comparison",
         epilog="examples:\n  ferlab evaluate --model runs/cnn3 --data fer2013-train-val.zip --out runs/cnn3/eval --tta flip\n"
                "  ferlab evaluate --model runs/a runs/b --data rafdb/ --out compare-ab   # table + McNemar tests\n"
-               "  ferlab evaluate --model runs/cnn3 --data ckplus/ --merge neutral=contempt --out ck-eval",
+               "  ferlab evaluate --model runs/cnn3 --data ckplus/ --merge neutral=contempt --out ck-eval\n"
+               "  ferlab evaluate --model fast accurate --data photos/ --detector yunet --out photo-eval   # whole photos",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    evaluate.add_argument("--model", required=True, nargs="+", help="run folder(s) or model .safetensors file(s)")
+    evaluate.add_argument("--model", nargs="+",
+                          help="run folder(s), model .safetensors or .onnx file(s), or fast/accurate (default fast)")
     evaluate.add_argument("--data", required=True, help="class-folder tree, .zip or FER2013 .csv")
     evaluate.add_argument("--out", required=True, help="output folder")
     evaluate.add_argument("--split", default="auto", help="auto (test, else val, else a bare tree whole), all, train, val or test")
+    _add_photo_options(evaluate)
     evaluate.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
     evaluate.add_argument("--merge", action="append", metavar="TARGET=CLASS[,CLASS]",
                           help="relabel the data's classes first, e.g. neutral=contempt; classes the model lacks are left out and reported")
@@ -504,12 +565,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output folder (default RUN_DIR/report)")
     report.add_argument("--split", default="auto", help="auto (test, else val, else a bare tree whole), all, train, val or test")
     report.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
+    _add_photo_options(report)
     report.set_defaults(run=_report)
 
     predict = commands.add_parser("predict", help="find and classify the faces in photos; annotated copies, CSV and JSON")
     predict.add_argument("inputs", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     predict.add_argument("--out", required=True, help="output folder")
     _add_inference_options(predict)
+    _add_margin_option(predict)
     predict.set_defaults(run=_predict)
 
     video = commands.add_parser(
@@ -520,6 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("input", metavar="INPUT", help="video file, or a camera index such as 0")
     video.add_argument("--out", required=True, help="output folder")
     _add_inference_options(video)
+    _add_margin_option(video)
     video.add_argument("--stride", type=int, default=1, help="detect faces every N frames; between, reuse the boxes")
     video.add_argument("--smooth", type=float, default=0.6,
                        help="weight of each face's past probabilities, 0 (none) to below 1 (default 0.6)")

@@ -82,6 +82,20 @@ def test_several_models_on_photos_are_compared_with_their_detection_rate(framed_
     assert "faces found" in result.markdown and result.pairs[0]["images"] == 30
 
 
+def test_whole_photos_given_as_crops_get_a_warning_that_names_the_detector(framed_run, tree, tmp_path, caplog):
+    big = tmp_path / "big"
+    for label in CLASSES:
+        (big / label).mkdir(parents=True)
+        Image.fromarray(np.full((400, 300, 3), 120, np.uint8)).save(big / label / "a.png")
+    with caplog.at_level("WARNING", logger="ferlab.evaluation.evaluate"):
+        evaluate_model(framed_run, big, split="all")
+    assert "look like whole photos" in caplog.text and "--detector yunet" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ferlab.evaluation.evaluate"):
+        evaluate_model(framed_run, tree, split="test")  # 48-px crops
+    assert "whole photos" not in caplog.text
+
+
 def test_no_face_in_any_photo_is_a_clear_error(framed_run, tmp_path):
     for label in CLASSES:
         (tmp_path / "empty" / label).mkdir(parents=True)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ferlab.data import ImageDataset, open_dataset
+from ferlab.data.framing import Framing
 from ferlab.errors import FerlabError
 from ferlab.models import build_model, load_model
 from ferlab.training import load_config, train
@@ -65,6 +66,22 @@ def test_calibration_can_be_switched_off(tree, tmp_path):
     train(cfg)
     assert not (tmp_path / "run" / "calibration.json").exists()
     assert load_model(tmp_path / "run").meta.temperature == 1.0
+
+
+def test_the_measured_framing_travels_with_the_model(tree, tmp_path):
+    framing = {"yunet": {"margin": 0.24, "scale_by": "width", "offset_y": -0.02}, "haar": {"margin": 0.03}}
+    (tmp_path / "framing.json").write_text(json.dumps(
+        {"detectors": {name: {"framing": record} for name, record in framing.items()}}))
+    cfg = load_config(values={"data.path": str(tree), "out": str(tmp_path / "run"), "epochs": 1,
+                              "model.name": "baseline_cnn", "data.framing": str(tmp_path / "framing.json")})
+    train(cfg)
+    meta = load_model(tmp_path / "run").meta
+    assert {name: f.to_dict() for name, f in meta.framing.items()} == {
+        name: Framing.from_dict(record).to_dict() for name, record in framing.items()}
+    bad = load_config(values={"data.path": str(tree), "out": str(tmp_path / "bad"), "epochs": 1,
+                              "data.framing": str(tmp_path / "missing.json")})
+    with pytest.raises(FerlabError, match="cannot read the framing file"):
+        train(bad)
 
 
 def test_class_subset_travels_with_the_model(tree, tmp_path):

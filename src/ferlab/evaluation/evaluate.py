@@ -77,6 +77,31 @@ class Evaluation:
         return self.probs.argmax(axis=1) == self.dataset.targets.numpy()
 
 
+#: Images whose median shorter side exceeds this many model input sides are taken for whole photos.
+PHOTO_SIDE_RATIO = 4
+_SIZE_SAMPLE = 16
+
+
+def warn_if_whole_photos(table: SampleTable, input_size: int) -> bool:
+    """Warn (and say True) when `table`'s images look like whole photos rather than the face crops a model takes.
+
+    A model classifies a whole photo resized to its input without complaint, and far worse than
+    the face in it; a few images' sizes tell the two apart before the user trusts the figures.
+    """
+    sides = []
+    for sample in table.samples[:: max(1, len(table) // _SIZE_SAMPLE)][:_SIZE_SAMPLE]:
+        try:
+            sides.append(min(table.read_image(sample).size))
+        except FerlabError:
+            continue
+    if not sides or float(np.median(sides)) <= PHOTO_SIDE_RATIO * input_size:
+        return False
+    log.warning("%s: its images (median shorter side %d px) look like whole photos, not %d-px face crops; each is "
+                "classified whole. To find and cut the faces as `ferlab predict` does, pass --detector yunet or haar",
+                table.origin, int(np.median(sides)), input_size)
+    return True
+
+
 def _photo_metrics(decoder: FaceDecoder, table: SampleTable, correct: np.ndarray) -> dict[str, Any]:
     """What the detector found; accuracy over every readable photo, one without a face counting as an error."""
     photos = len(table) - len(decoder.unreadable)
@@ -127,11 +152,13 @@ def evaluate_model(
         raise FerlabError(f"{data} has no images of the model's classes {list(loaded.classes)} (only {list(left_out)})")
     found = create_detector(detector, model_path=detector_path) if isinstance(detector, str) else detector
     decoder = None
-    if found.name != "none":
+    if found.name == "none":
+        if margin is not None:
+            raise FerlabError("a margin applies to faces found by a detector; choose detector yunet or haar")
+        warn_if_whole_photos(table, loaded.meta.preprocessing.input_size)
+    else:
         framing = loaded.meta.framing_for(found.name)
         decoder = FaceDecoder(found, framing if margin is None else replace(framing, margin=margin))
-    elif margin is not None:
-        raise FerlabError("a margin applies to faces found by a detector; choose detector yunet or haar")
     dataset = ImageDataset(table, loaded.classes, loaded.meta.preprocessing, decode=decoder)
     logits = loaded.predict_logits(dataset.pixels, tta=tta)
     probs = softmax(logits / loaded.meta.temperature, axis=1)

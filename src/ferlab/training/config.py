@@ -42,6 +42,9 @@ class DataConfig:
         balance: none, inverse or effective (loss weights), sampler or oversample.
         augment: a preset plus knobs (see `ferlab.data.augment`).
         cache_dir: folder for decoded pixels reused across runs (none: memory only).
+        framing: how the data's crops frame faces, measured by ``ferlab data framing`` (a JSON
+            file; `configs/framing/fer2013.json` for FER2013); stored in the model so that
+            faces detected in photos are cut like its training crops. None: the default framing.
     """
 
     path: str = ""
@@ -58,6 +61,7 @@ class DataConfig:
     balance: str = "none"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     cache_dir: str | None = None
+    framing: str | None = None
 
 
 @dataclass

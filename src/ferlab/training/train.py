@@ -36,6 +36,7 @@ from ferlab.data import (
     prepare_splits,
     select_classes,
 )
+from ferlab.data.framing import read_framing
 from ferlab.errors import FerlabError
 from ferlab.models import LoadedModel, ModelMeta, build_model, check_input, model_entry, save_model
 from ferlab.models.calibration import fit_calibration
@@ -290,7 +291,8 @@ def train(
     _check_val_split(table, cfg)
     prep = _resolve_preprocessing(cfg)
     kwargs = {**cfg.model.kwargs, **({"pretrained": cfg.model.pretrained} if cfg.model.pretrained else {})}
-    meta = ModelMeta(cfg.model.name, tuple(classes), prep, kwargs)
+    framing = read_framing(cfg.data.framing) if cfg.data.framing else {}
+    meta = ModelMeta(cfg.model.name, tuple(classes), prep, kwargs, framing=framing)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are initialised
     model = build_model(meta)
     check_input(model, cfg.model.name, prep.channels, prep.input_size)
