@@ -191,3 +191,19 @@ def test_haar_finds_the_faces_of_simple_photos():
     detector = create_detector("haar")
     assert len(detector.detect(load_image(WILD / "single_face.jpg"))) == 1
     assert len(detector.detect(load_image(WILD / "two_people.jpg"))) == 2
+
+
+@needs_yunet
+def test_yunet_rows_that_are_not_finite_are_no_face(monkeypatch):
+    class NanNet:  # OpenCV's detector, answering one face and one row of NaN
+        def setInputSize(self, size):
+            pass
+
+        def detect(self, image):
+            good = np.array([[10, 20, 60, 70, *range(10), 0.95]], dtype=np.float32)
+            return 1, np.concatenate([good, np.full((1, 15), np.nan, np.float32)])
+
+    detector = create_detector("yunet", model_path=YUNET)
+    monkeypatch.setattr(detector, "_net", NanNet())
+    faces = detector.detect(np.zeros((200, 200, 3), np.uint8))
+    assert [face.box for face in faces] == [(10, 20, 60, 70)]
