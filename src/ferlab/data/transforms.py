@@ -8,6 +8,7 @@ averages a model's outputs over.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,8 @@ from ferlab.errors import FerlabError
 __all__ = ["TTA_MODES", "Preprocessing", "check_tta", "normalize", "to_pixels", "tta_views"]
 
 TTA_MODES = ("none", "flip", "tencrop")
+# Model inputs outside this range are no face crop; a larger one in a hostile model.json would allocate without bound.
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
 # Ten-crop upscales by this much, then crops back: each corner crop drops about 11% of the face on
 # two sides, close to the 10% shifts of the light training augmentation the models have seen.
 TENCROP_SCALE = 1.125
@@ -43,8 +46,13 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if not MIN_INPUT_SIZE <= self.input_size <= MAX_INPUT_SIZE:
+            raise ValueError(f"input_size must lie in {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE} pixels, got {self.input_size}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ValueError(f"mean and std need {self.channels} values, got {self.mean} and {self.std}")
+        if not all(math.isfinite(v) for v in self.mean) or not all(math.isfinite(v) and v > 0 for v in self.std):
+            # A zero or NaN here turns every probability into NaN, and NaN's argmax into the first class.
+            raise ValueError(f"mean must be finite and std finite and positive, got {self.mean} and {self.std}")
 
     def with_channels(self, channels: int) -> Preprocessing:
         """The same preprocessing for another channel count (mean/std averaged or repeated)."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -23,6 +23,8 @@ from ferlab.models.registry import create_model
 __all__ = ["LoadedModel", "build_model", "load_model", "save_model", "save_temperature"]
 
 WEIGHTS_NAME = "model.safetensors"
+# The weights files being loaded right now, outermost first: an ensemble member among them is a cycle.
+_LOADING: set[Path] = set()
 META_NAME = "model.json"
 
 
@@ -113,6 +115,8 @@ def _read_meta(meta_path: Path, given: str | Path) -> tuple[dict[str, Any], Mode
         data = json.loads(meta_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise FerlabError(f"{meta_path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise FerlabError(f"{meta_path}: JSON nested too deeply to be a model's metadata") from None
     if not isinstance(data, dict):
         raise FerlabError(f"{meta_path}: expected a JSON object, got {type(data).__name__}")
     return data, ModelMeta.from_dict(data, str(meta_path))
@@ -150,10 +154,50 @@ def load_model(path: str | Path) -> LoadedModel:
     weights_path, meta_path = _model_files(resolve_model(path))
     _require(weights_path, path)
     meta = _read_meta(meta_path, path)[1]
-    module = build_model(meta)
+    key = weights_path.resolve()
+    if key in _LOADING:  # an ensemble that lists itself, directly or through another ensemble
+        raise FerlabError(f"{weights_path} contains itself: an ensemble cannot be its own member")
+    _LOADING.add(key)
+    try:
+        _check_shapes(meta, weights_path, meta_path)
+        module = _build(meta, meta_path)
+    finally:
+        _LOADING.discard(key)
     try:
         module.load_state_dict(load_file(str(weights_path)))
     except (SafetensorError, RuntimeError, OSError) as err:
         raise FerlabError(f"{weights_path} does not fit the {meta.architecture} described in {meta_path}: {err}") from None
     module.eval()
     return LoadedModel(module, meta)
+
+
+def _build(meta: ModelMeta, meta_path: Path, device: str = "cpu") -> nn.Module:
+    """`build_model` for loaded weights, with a builder's complaint about its arguments (negative widths...) named
+    as the file's. A transfer model's ``pretrained`` source is left out: the weights file replaces those weights,
+    so loading needs neither that file nor the hub."""
+    kwargs = {k: v for k, v in meta.model_kwargs.items() if k != "pretrained"}
+    try:
+        with torch.device(device):
+            return build_model(replace(meta, model_kwargs=kwargs))
+    except RecursionError:  # ensembles of member metadata nested thousands deep
+        raise FerlabError(f"{meta_path}: the model nests too deeply") from None
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise FerlabError(f"{meta_path}: cannot build {meta.architecture} with model_kwargs "
+                          f"{meta.model_kwargs}: {str(err).splitlines()[0]}") from None
+
+
+def _check_shapes(meta: ModelMeta, weights_path: Path, meta_path: Path) -> None:
+    """Compare the tensors `meta` describes with the file's before allocating any: a hostile model.json (a width of
+    10^6) is refused by its shapes, which cost nothing on torch's meta device, not by filling memory."""
+    described = {k: tuple(v.shape) for k, v in _build(meta, meta_path, device="meta").state_dict().items()}
+    try:
+        with safe_open(str(weights_path), framework="pt") as weights:
+            stored = {k: tuple(weights.get_slice(k).get_shape()) for k in weights.keys()}
+    except (SafetensorError, OSError) as err:
+        raise FerlabError(f"{weights_path}: not a readable safetensors file ({err})") from None
+    differing = sorted(k for k in described.keys() | stored.keys() if described.get(k) != stored.get(k))
+    if differing:
+        key = differing[0]
+        raise FerlabError(f"{weights_path} does not fit the {meta.architecture} described in {meta_path}: "
+                          f"{len(differing)} tensors differ, e.g. {key}: described {described.get(key)}, "
+                          f"stored {stored.get(key)}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,8 @@ from ferlab.errors import FerlabError
 __all__ = ["ModelMeta"]
 
 FORMAT_VERSION = 1
+#: Temperatures outside this range overflow softmax into NaN (calibration fits within 0.05..20).
+TEMPERATURE_LIMITS = (1e-3, 1e3)
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class ModelMeta:
             framing was stored have none).
 
     Raises:
-        FerlabError: a temperature that is not a positive finite number.
+        FerlabError: a temperature outside `TEMPERATURE_LIMITS`.
     """
 
     architecture: str
@@ -52,8 +53,9 @@ class ModelMeta:
 
     def __post_init__(self) -> None:
         value = self.temperature
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-            raise FerlabError(f"field temperature must be a positive finite number, got {value!r}")
+        low, high = TEMPERATURE_LIMITS
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
+            raise FerlabError(f"field temperature must be a positive finite number in {low}..{high}, got {value!r}")
         object.__setattr__(self, "temperature", float(value))  # frozen; a plain float (not numpy's) for JSON
 
     def to_dict(self) -> dict[str, Any]:
