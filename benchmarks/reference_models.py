@@ -2,6 +2,7 @@
 
     python benchmarks/reference_models.py [--data fer2013-train-val.zip] [--fer-python /path/to/env/bin/python]
                                           [--models fast accurate] [--seconds 3] [--write-cards]
+                                          [--photos ../shared/data/photos --yunet face_detection_yunet_2023mar.onnx]
 
 Each bundled model is evaluated on PublicTest (the zip's validation/ folder) as
 `ferlab evaluate` does, with and without mirrored test-time augmentation, and
@@ -12,6 +13,9 @@ Python given by --fer-python (a separate environment with fer and tensorflow-cpu
 the row is left out when there is none). The peer gets the same 48x48 grayscale
 crops and its own preprocessing (resized to its 64x64 input, scaled to [-1, 1]).
 Speed ratios are against `fer`, measured in the same run.
+With --photos (class folders of whole photos), each model is also evaluated as
+`ferlab evaluate --detector yunet|haar` runs it: the largest face found, cut with
+the model's stored framing; a photo without a face is an error.
 --write-cards rewrites each bundled model's card.json and MODEL_CARD.md (and
 docs/models/NAME.md) from these measurements.
 """
@@ -32,12 +36,15 @@ from fer_peer import calls_per_second  # beside this file; it imports no ferlab,
 from sklearn.metrics import accuracy_score, f1_score
 
 from ferlab.evaluation.evaluate import evaluate_model
-from ferlab.evaluation.model_card import model_card, write_model_card
+from ferlab.evaluation.model_card import model_card, photo_row, write_model_card
 from ferlab.inference import Recognizer
 from ferlab.models.bundled import BUNDLED, bundled_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_FER2013 = ROOT.parent / "shared" / "data" / "fer2013" / "fer2013-train-val.zip"
+SHARED = ROOT.parent / "shared"
+SHARED_FER2013 = SHARED / "data" / "fer2013" / "fer2013-train-val.zip"
+SHARED_PHOTOS = SHARED / "data" / "photos"
+SHARED_YUNET = SHARED / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
 BATCHES = (1, 64)
 RECIPES = {
     "fast": [
@@ -83,6 +90,15 @@ def _peer(python: str, crops: np.ndarray, targets: np.ndarray, classes: list[str
             "macro_f1": float(f1_score(targets, predicted, labels=range(len(classes)), average="macro", zero_division=0))}
 
 
+def _photo_rows(name: str, photos: Path, yunet: Path) -> list[dict]:
+    """The model on labelled photos through each detector, as `ferlab evaluate --detector` runs it."""
+    rows = []
+    for detector, path in (("yunet", yunet), ("haar", None)):
+        metrics = evaluate_model(name, photos, split="all", detector=detector, detector_path=path).metrics
+        rows.append(photo_row(metrics, os.path.relpath(photos, ROOT)))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED_FER2013), help="FER2013 zip with train/ and validation/")
@@ -90,12 +106,14 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=list(BUNDLED), choices=list(BUNDLED))
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per model and batch size")
     parser.add_argument("--write-cards", action="store_true", help="rewrite the bundled models' cards")
+    parser.add_argument("--photos", default=str(SHARED_PHOTOS), help="class folders of labelled photos (skipped if absent)")
+    parser.add_argument("--yunet", default=str(SHARED_YUNET), help="YuNet model file for the photo rows")
     args = parser.parse_args()
     if not Path(args.data).is_file():
         print(f"skipped: no FER2013 copy at {args.data}")
         return 0
 
-    rows, fast_crops = [], None
+    rows, photo_table, fast_crops = [], [], None
     for name in args.models:
         evaluation = evaluate_model(name, args.data, split="val")
         pixels, targets = evaluation.dataset.pixels, evaluation.dataset.targets.numpy()
@@ -109,6 +127,8 @@ def main() -> int:
         size_mb = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6
         metrics = {**evaluation.metrics, "architecture": evaluation.model.meta.architecture}
         rows.append((name, metrics["accuracy"], flipped, metrics["macro_f1"], *speed.values(), size_mb))
+        photos = _photo_rows(name, Path(args.photos), Path(args.yunet)) if Path(args.photos).is_dir() else []
+        photo_table += [(name, row) for row in photos]
         if evaluation.model.meta.preprocessing.input_size == 48 and evaluation.model.meta.preprocessing.channels == 1:
             fast_crops = (pixels[:, 0].numpy(), targets, list(evaluation.model.classes))
         if args.write_cards:
@@ -118,7 +138,8 @@ def main() -> int:
             card = model_card(metrics, name=name, summary=BUNDLED[name], parameters=parameters, size_mb=size_mb,
                               data="FER2013 Training, 28,709 48x48 grayscale faces, 7 classes",
                               evaluated_on="FER2013 PublicTest, 3,589 faces (the zip's validation/ folder)",
-                              recipe=RECIPES[name], speed=speed)
+                              recipe=RECIPES[name], speed=speed, photos=photos,
+                              framing={d: f.to_dict() for d, f in evaluation.model.meta.framing.items()})
             _, markdown = write_model_card(card, folder)
             (ROOT / "docs" / "models").mkdir(parents=True, exist_ok=True)
             shutil.copyfile(markdown, ROOT / "docs" / "models" / f"{name}.md")
@@ -138,6 +159,12 @@ def main() -> int:
         ratio = f"  {b1 / peer['crops/s, batch 1']:5.1f}x {b64 / peer['crops/s, batch 64']:5.1f}x" if peer else ""
         flip_text = f"{flip:8.4f}" if flip is not None else f"{'-':>8s}"
         print(f"{name:22s} {acc:6.4f} {flip_text} {f1:8.4f} {b1:10.0f} {b64:11.0f} {mb:6.2f}{ratio}")
+    if photo_table:
+        print(f"\nPhotos ({args.photos}): the largest face found, cut with the model's framing; no face = error\n")
+        print(f"{'model':10s} {'detector':8s} {'photos':>6s} {'found':>6s} {'acc':>6s} {'acc found':>9s} {'macro-F1':>8s}")
+        for name, r in photo_table:
+            print(f"{name:10s} {r['detector']:8s} {r['photos']:6d} {r['detection_rate']:6.1%} {r['accuracy']:6.4f} "
+                  f"{r['accuracy_of_detected']:9.4f} {r['macro_f1']:8.4f}")
     return 0
 
 

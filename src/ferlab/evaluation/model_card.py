@@ -14,7 +14,7 @@ from typing import Any
 
 from ferlab._io import write_json, write_text
 
-__all__ = ["FER2013_LIMITS", "FER2013_TERMS", "ModelCard", "model_card", "write_model_card"]
+__all__ = ["FER2013_LIMITS", "FER2013_TERMS", "ModelCard", "model_card", "photo_row", "write_model_card"]
 
 FER2013_LIMITS = (
     "Trained on FER2013: 48x48 grayscale web images found by emotion keywords (Goodfellow et al., 2013). "
@@ -45,6 +45,8 @@ class ModelCard:
         per_class_recall: class -> recall on the evaluated split.
         confusion_matrix: counts, rows true classes, columns predictions, in `classes` order.
         speed: measured figures, e.g. ``{"crops/s, batch 1": 950.0, "cpu": "2 cores ..."}``.
+        framing: how the model cuts faces found by each detector (its ``model.json`` record).
+        photos: the photo pipeline on labelled photos, one row per detector (`photo_row`).
     """
 
     name: str
@@ -62,6 +64,8 @@ class ModelCard:
     per_class_recall: dict[str, float]
     confusion_matrix: list[list[int]]
     speed: dict[str, Any] = field(default_factory=dict)
+    framing: dict[str, dict[str, Any]] = field(default_factory=dict)
+    photos: list[dict[str, Any]] = field(default_factory=list)
     limits: list[str] = field(default_factory=lambda: list(FER2013_LIMITS))
     terms: str = FER2013_TERMS
 
@@ -70,8 +74,17 @@ _HEADLINE = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "
              "macro_f1": "macro-F1", "macro_auroc": "macro AUROC", "log_loss": "log loss", "ece": "calibration error (ECE)"}
 
 
+def photo_row(metrics: Mapping[str, Any], data: str) -> dict[str, Any]:
+    """A card's photo row from the metrics of `evaluate_model` with a detector, on labelled photos at `data`."""
+    return {"data": data, "detector": metrics["detector"], "photos": metrics["photos"],
+            "detection_rate": metrics["detection_rate"], "accuracy": metrics["accuracy"],
+            "accuracy_of_detected": metrics["accuracy_of_detected"], "macro_f1": metrics["macro_f1"]}
+
+
 def model_card(metrics: Mapping[str, Any], *, name: str, summary: str, parameters: int, size_mb: float, data: str,
-               evaluated_on: str, recipe: Sequence[str], speed: Mapping[str, Any] | None = None) -> ModelCard:
+               evaluated_on: str, recipe: Sequence[str], speed: Mapping[str, Any] | None = None,
+               framing: Mapping[str, Mapping[str, Any]] | None = None,
+               photos: Sequence[Mapping[str, Any]] = ()) -> ModelCard:
     """A card from an evaluation's ``metrics.json`` content (see `ferlab.evaluation.evaluate`)."""
     classes = list(metrics["classes"])
     return ModelCard(
@@ -82,7 +95,26 @@ def model_card(metrics: Mapping[str, Any], *, name: str, summary: str, parameter
         per_class_recall={c: metrics["per_class"][c]["recall"] for c in classes},
         confusion_matrix=[list(map(int, row)) for row in metrics["confusion_matrix"]],
         speed=dict(speed or {}),
+        framing={detector: dict(record) for detector, record in (framing or {}).items()},
+        photos=[dict(row) for row in photos],
     )
+
+
+def _photo_lines(card: ModelCard) -> list[str]:
+    """The photo pipeline's table and the framing behind it."""
+    if not card.photos:
+        return []
+    lines = ["## On photos (detect, cut the face with the stored framing, classify)", "",
+             "| data | detector | photos | faces found | accuracy | accuracy of faces found | macro-F1 |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['data']} | {r['detector']} | {r['photos']} | {r['detection_rate']:.1%} | {r['accuracy']:.4f} | "
+              f"{r['accuracy_of_detected']:.4f} | {r['macro_f1']:.4f} |" for r in card.photos]
+    lines += ["", "A photo in which no face is found counts as an error in `accuracy`. Reproduce with "
+              "`ferlab evaluate --model NAME --data PHOTOS --split all --detector yunet|haar`.", ""]
+    lines += [f"- framing for {d}: crop side {1 + f['margin']:.3f} x the box {f['scale_by']}, centre offset "
+              f"({f['offset_x']:+.3f}, {f['offset_y']:+.3f}) box sides, eyes levelled: {f['align']}"
+              for d, f in card.framing.items()]
+    return [*lines, ""]
 
 
 def _markdown(card: ModelCard) -> str:
@@ -101,6 +133,7 @@ def _markdown(card: ModelCard) -> str:
              "| | " + " | ".join(card.classes) + " |", "|---|" + "---:|" * len(card.classes),
              *[f"| **{c}** | " + " | ".join(map(str, row)) + " |" for c, row in zip(card.classes, card.confusion_matrix)],
              ""]
+    lines += _photo_lines(card)
     if card.speed:
         lines += ["## Speed", "", *[f"- {k}: {v:,.0f}" if isinstance(v, float) else f"- {k}: {v}"
                                     for k, v in card.speed.items()], ""]
