@@ -30,8 +30,8 @@ def _edit(folder, change):
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (lambda d: d["preprocessing"].update(input_size=100_000), "input_size must lie in 8..1024"),
-    (lambda d: d["preprocessing"].update(input_size=0), "input_size must lie in 8..1024"),
+    (lambda d: d["preprocessing"].update(input_size=100_000), "input_size must lie in 1..1024"),
+    (lambda d: d["preprocessing"].update(input_size=0), "input_size must lie in 1..1024"),
     (lambda d: d["preprocessing"].update(std=[0.0]), "std finite and positive"),
     (lambda d: d["preprocessing"].update(mean=[float("nan")]), "mean must be finite"),
     (lambda d: d.update(temperature=1e-300), "temperature must be a positive finite number in"),

@@ -37,6 +37,8 @@ def test_an_input_the_model_cannot_take_is_refused_before_training(tree, tmp_pat
     values = {"data.path": str(tree), "out": str(tmp_path / "run"), "epochs": 1}
     with pytest.raises(FerlabError, match="cnn3_bn needs input_size >= 8"):
         train(load_config(values={**values, "data.image_size": 4}))
+    with pytest.raises(FerlabError, match=r"data.image_size: input_size must lie in 1..1024"):
+        train(load_config(values={**values, "data.image_size": 5000}))
     with pytest.raises(FerlabError, match=r"model 'inception_v3' cannot take 3x32x32 input: .*Kernel size can.t be greater"):
         train(load_config(values={**values, "model.name": "inception_v3", "data.image_size": 32,
                                   "model.kwargs": {"stem": "native"}}))

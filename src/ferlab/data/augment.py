@@ -7,10 +7,9 @@ by the training step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import io
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch

@@ -26,7 +26,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ferlab._io import write_json, write_text
-from ferlab.data.images import IMAGE_EXTENSIONS, IMAGE_FORMATS, MAX_IMAGE_BYTES, RefusedFile, is_image_name, perceptual_hash
+from ferlab.data.images import (
+    IMAGE_EXTENSIONS,
+    IMAGE_FORMATS,
+    MAX_IMAGE_BYTES,
+    RefusedFile,
+    is_image_name,
+    perceptual_hash,
+)
 from ferlab.data.trees import TreeListing, TreeReader, list_tree, place_files
 from ferlab.errors import FerlabError
 

@@ -21,8 +21,8 @@ from ferlab.errors import FerlabError
 __all__ = ["TTA_MODES", "Preprocessing", "check_tta", "normalize", "to_pixels", "tta_views"]
 
 TTA_MODES = ("none", "flip", "tencrop")
-# Model inputs outside this range are no face crop; a larger one in a hostile model.json would allocate without bound.
-MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
+# An empty input is no image, and a larger one than this in a hostile model.json would allocate without bound.
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 1, 1024
 # Ten-crop upscales by this much, then crops back: each corner crop drops about 11% of the face on
 # two sides, close to the 10% shifts of the light training augmentation the models have seen.
 TENCROP_SCALE = 1.125

@@ -80,7 +80,10 @@ class TrainingInterrupted(SystemExit):
 def _resolve_preprocessing(cfg: TrainConfig) -> Preprocessing:
     default = model_entry(cfg.model.name).preprocessing
     prep = default.with_channels(cfg.data.channels or default.channels)
-    return dataclasses.replace(prep, input_size=cfg.data.image_size or default.input_size)
+    try:
+        return dataclasses.replace(prep, input_size=cfg.data.image_size or default.input_size)
+    except ValueError as err:
+        raise FerlabError(f"config field data.image_size: {err}") from None
 
 
 def _unstarted(run_dir: Path) -> bool:
