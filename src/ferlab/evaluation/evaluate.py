@@ -137,7 +137,7 @@ def evaluate_model(
             they are photos, and the largest face found in each is cut with the model's framing
             and classified, as ``ferlab predict`` does; ``accuracy`` then counts a photo
             without a face as an error, and the other metrics cover the faces found.
-        detector_path: the YuNet model file (default: the bundled one).
+        detector_path: the YuNet model file (default: the user cache's copy, see `yunet_model`).
         margin: an expert override of the margin in the model's framing for `detector`.
 
     Raises:
