@@ -46,7 +46,7 @@ def _digest(path: Path) -> bytes:
 def content_key(table: SampleTable, prep: Preprocessing) -> str | None:
     """The cache key of `table` decoded with `prep`, or None when a source cannot be fingerprinted."""
     key = hashlib.blake2b(digest_size=20)
-    key.update(f"{_FORMAT}|{prep.input_size}|{prep.channels}".encode())
+    key.update(f"{_FORMAT}|{prep.pixel_size}|{prep.channels}".encode())
     origin = Path(table.origin)
     members: dict[str, zipfile.ZipInfo] = {}
     if origin.suffix.lower() == ".zip" and origin.is_file():

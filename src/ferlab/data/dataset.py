@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from ferlab.data.cache import content_key, load_pixels, save_pixels
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def _decode_all(table: SampleTable, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    pixels = np.zeros((len(table), prep.channels, prep.input_size, prep.input_size), dtype=np.uint8)
+    pixels = np.zeros((len(table), prep.channels, prep.pixel_size, prep.pixel_size), dtype=np.uint8)
     ok = np.zeros(len(table), dtype=bool)
     for i, sample in enumerate(tqdm(table.samples, desc=f"decoding {len(table)} images", unit="img", disable=None, leave=False)):
         try:
@@ -36,7 +37,7 @@ def _decode_all(table: SampleTable, prep: Preprocessing) -> tuple[np.ndarray, np
 def decode_table(
     table: SampleTable, prep: Preprocessing, cache_dir: str | Path | None = None
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Every image as uint8 (N, C, H, W) at the model's input size, and a mask of those that decoded.
+    """Every image as uint8 (N, C, R, R) at the model's pixel size, and a mask of those that decoded.
 
     A file that cannot be read is skipped with one warning; decoding happens
     here, before training, so a corrupt file can never stop an epoch. With
@@ -73,7 +74,9 @@ class ImageDataset(Dataset):
         table: the samples.
         classes: class names; a sample's target is its label's index here.
         prep: the model's preprocessing.
-        augment: a transform of uint8 (C, H, W) tensors applied before normalising.
+        augment: a transform of uint8 (C, H, W) tensors applied before normalising. A crop model
+            (`Preprocessing.resize`) gets a random `input_size` crop after it, or the centre crop
+            without `augment` (a validation set), so that every item has the model's input size.
         cache_dir: where decoded pixels are cached across runs (None: memory only).
         decode: turns the table into uint8 pixels and a mask of the samples that have them;
             `decode_table` by default (each image is a crop), or one that finds faces in photos
@@ -95,7 +98,7 @@ class ImageDataset(Dataset):
         if unknown:
             raise FerlabError(f"{table.origin}: classes {unknown} are not among {list(classes)}")
         self.prep = prep
-        self.augment = augment
+        self.augment = _with_crop(augment, prep)
         pixels, ok = decode_table(table, prep, cache_dir) if decode is None else decode(table, prep)
         self.samples: list[Sample] = [s for s, good in zip(table.samples, ok) if good]
         self.skipped: list[str] = [s.source for s, good in zip(table.samples, ok) if not good]
@@ -122,6 +125,17 @@ class ImageDataset(Dataset):
             pixels = self.augment(pixels)
         target = self.targets[i] if self.soft_targets is None else self.soft_targets[i]
         return normalize(pixels, self.prep), target
+
+
+def _with_crop(
+    augment: Callable[[torch.Tensor], torch.Tensor] | None, prep: Preprocessing
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """`augment` then the crop a crop model trains on (random) or is validated on (the centre)."""
+    if prep.resize is None or prep.resize == prep.input_size:
+        return augment
+    if augment is None:
+        return v2.CenterCrop(prep.input_size)
+    return v2.Compose([augment, v2.RandomCrop(prep.input_size)])
 
 
 def _soft_targets(samples: Sequence[Sample], index: dict[str, int]) -> torch.Tensor:

@@ -4,6 +4,10 @@ Training, evaluation and prediction all call `to_pixels` then `normalize`, with
 the `Preprocessing` a model stores in its metadata, so a crop is prepared the
 same way everywhere. `tta_views` gives the views that test-time augmentation
 averages a model's outputs over.
+
+A crop model (``resize`` set) sees images of ``resize`` pixels: it trains on random
+``input_size`` crops of them and is tested on the centre crop or ten crops, the
+recipe of the strongest single FER2013 models (Khaireddin & Chen 2021).
 """
 
 from __future__ import annotations
@@ -36,12 +40,21 @@ class Preprocessing:
         input_size: side of the square input in pixels.
         channels: 1 (grayscale) or 3 (RGB).
         mean, std: per-channel normalisation of pixels scaled to [0, 1].
+        resize: for a crop model, the side images are resized to before an `input_size`
+            crop is cut from them (random in training, see `tta_views` at test time);
+            None: images are resized to `input_size` and fed whole.
     """
 
     input_size: int = 48
     channels: int = 1
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
+    resize: int | None = None
+
+    @property
+    def pixel_size(self) -> int:
+        """The side of the images `to_pixels` makes: `resize` for a crop model, else `input_size`."""
+        return self.resize or self.input_size
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -53,25 +66,28 @@ class Preprocessing:
         if not all(math.isfinite(v) for v in self.mean) or not all(math.isfinite(v) and v > 0 for v in self.std):
             # A zero or NaN here turns every probability into NaN, and NaN's argmax into the first class.
             raise ValueError(f"mean must be finite and std finite and positive, got {self.mean} and {self.std}")
+        if self.resize is not None and not self.input_size <= self.resize <= MAX_INPUT_SIZE:
+            raise ValueError(f"the crop size {self.input_size} must not exceed the image size {self.resize} "
+                             f"(at most {MAX_INPUT_SIZE})")
 
     def with_channels(self, channels: int) -> Preprocessing:
         """The same preprocessing for another channel count (mean/std averaged or repeated)."""
         if channels == self.channels:
             return self
         mean, std = float(np.mean(self.mean)), float(np.mean(self.std))
-        return Preprocessing(self.input_size, channels, (mean,) * channels, (std,) * channels)
+        return Preprocessing(self.input_size, channels, (mean,) * channels, (std,) * channels, self.resize)
 
 
 def to_pixels(
     image: Image.Image, prep: Preprocessing, resample: Image.Resampling = Image.Resampling.BILINEAR
 ) -> torch.Tensor:
-    """Convert to the model's mode and size: a uint8 tensor of shape (C, H, W).
+    """Convert to the model's mode and pixel size (`Preprocessing.pixel_size`): a uint8 tensor (C, H, W).
 
     Args:
         resample: the Pillow filter when the size differs (a model's `Framing.filter`).
     """
     image = image.convert("L" if prep.channels == 1 else "RGB")
-    size = (prep.input_size, prep.input_size)
+    size = (prep.pixel_size, prep.pixel_size)
     if image.size != size:
         image = image.resize(size, resample)
     array = np.asarray(image, dtype=np.uint8)
@@ -93,22 +109,28 @@ def check_tta(mode: str) -> None:
         raise FerlabError(f"unknown test-time augmentation {mode!r}; choose one of {', '.join(TTA_MODES)}")
 
 
-def tta_views(pixels: torch.Tensor, mode: str) -> list[torch.Tensor]:
-    """The views of uint8 images (B, C, S, S) that test-time augmentation averages over, each (B, C, S, S) uint8.
+def tta_views(pixels: torch.Tensor, mode: str, size: int | None = None) -> list[torch.Tensor]:
+    """The views of uint8 images (B, C, R, R) that test-time augmentation averages over, each (B, C, S, S) uint8.
 
-    ``none``: the images; ``flip``: they and their mirrors; ``tencrop``: upscaled by
-    `TENCROP_SCALE` (antialiased), then the four corners and the centre at size S, and their mirrors.
+    Args:
+        size: the model's input side S, for a crop model (`Preprocessing.resize`) smaller than R:
+            ``none`` is then the centre crop, ``flip`` it and its mirror, ``tencrop`` the four
+            corner crops and the centre crop of the images and of their mirrors. None: S = R, and
+            ``none`` is the images, ``flip`` they and their mirrors, ``tencrop`` ten crops of the
+            images upscaled by `TENCROP_SCALE` (antialiased).
 
     Raises:
-        FerlabError: an unknown mode, or images that are not a batch of squares.
+        FerlabError: an unknown mode, or images that are not a batch of squares of side at least S.
     """
     check_tta(mode)
-    if pixels.ndim != 4 or pixels.shape[-1] != pixels.shape[-2]:
-        raise FerlabError(f"test-time augmentation takes square images (B, C, S, S), got shape {tuple(pixels.shape)}")
-    if mode == "none":
-        return [pixels]
-    if mode == "flip":
-        return [pixels, TF.horizontal_flip(pixels)]
-    size = pixels.shape[-1]
-    larger = TF.resize(pixels, [round(size * TENCROP_SCALE)] * 2, antialias=True)  # (B, C, S', S')
-    return list(TF.ten_crop(larger, [size, size]))
+    side = pixels.shape[-1] if pixels.ndim == 4 else 0
+    size = size or side
+    if pixels.ndim != 4 or pixels.shape[-2] != side or side < size:
+        need = f" with R >= {size}" if size != side else ""
+        raise FerlabError(f"test-time augmentation takes square images (B, C, R, R){need}, "
+                          f"got shape {tuple(pixels.shape)}")
+    if mode == "tencrop":
+        larger = pixels if size < side else TF.resize(pixels, [round(side * TENCROP_SCALE)] * 2, antialias=True)
+        return list(TF.ten_crop(larger, [size, size]))
+    centre = TF.center_crop(pixels, [size, size]) if size < side else pixels
+    return [centre] if mode == "none" else [centre, TF.horizontal_flip(centre)]

@@ -136,5 +136,5 @@ def face_pixels(
         raise FerlabError(f"face_pixels takes an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
     crops = [to_pixels(Image.fromarray(_crop(image, face, framing)), prep, framing.filter) for face in faces]
     if not crops:
-        return torch.zeros((0, prep.channels, prep.input_size, prep.input_size), dtype=torch.uint8)
+        return torch.zeros((0, prep.channels, prep.pixel_size, prep.pixel_size), dtype=torch.uint8)
     return torch.stack(crops)

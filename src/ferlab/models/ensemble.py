@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.transforms.v2 import functional as TF
 
 from ferlab._io import check_new_folder
 from ferlab.data.framing import Framing
@@ -44,7 +45,8 @@ class _MemberInput(nn.Module):
         # Decided once here, not per batch, so forward has no data-dependent branches (ONNX export).
         self.to_gray = in_chans == 3 and prep.channels == 1
         self.to_rgb = in_chans == 1 and prep.channels == 3
-        self.size = prep.input_size if prep.input_size != input_size else None
+        self.size = prep.pixel_size if prep.pixel_size != input_size else None
+        self.crop = prep.input_size if prep.input_size != prep.pixel_size else None  # a crop member's centre view
         # Not persistent: derived from metadata, they follow .to(device) but stay out of the state_dict.
         self.register_buffer("luma", torch.tensor(_LUMA).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("mean", torch.tensor(prep.mean).view(1, -1, 1, 1), persistent=False)
@@ -55,6 +57,8 @@ class _MemberInput(nn.Module):
             x = (x * self.luma).sum(dim=1, keepdim=True)  # (B, 1, S, S)
         if self.size is not None:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        if self.crop is not None:
+            x = TF.center_crop(x, [self.crop, self.crop])
         if self.to_rgb:
             x = x.expand(-1, 3, -1, -1)  # (B, 3, s, s)
         return (x - self.mean) / self.std
@@ -322,7 +326,7 @@ def save_ensemble(
     loaded, names = _load_members(members)
     preps = [m.meta.preprocessing for m in loaded]
     channels = 3 if any(p.channels == 3 for p in preps) else 1
-    prep = Preprocessing(max(p.input_size for p in preps), channels, (0.0,) * channels, (1.0,) * channels)
+    prep = Preprocessing(max(p.pixel_size for p in preps), channels, (0.0,) * channels, (1.0,) * channels)
     module = Ensemble(loaded, in_chans=prep.channels, input_size=prep.input_size, method=method, weights=weights,
                       names=names).eval()
     meta = ModelMeta("ensemble", module.classes, prep, module.stored_kwargs(), framing=_shared_framing(loaded, names))

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ferlab._io import atomic_path, write_json
-from ferlab.data.transforms import check_tta, normalize, tta_views
+from ferlab.data.transforms import normalize
 from ferlab.errors import FerlabError
+from ferlab.models.backend import ModelBackend
 from ferlab.models.bundled import bundled_dir, is_bundled, resolve_model
 from ferlab.models.meta import ModelMeta
 from ferlab.models.registry import create_model
@@ -65,41 +65,15 @@ def _model_files(path: Path) -> tuple[Path, Path]:
     return path, path.with_suffix(".json")
 
 
-@dataclass
-class LoadedModel:
-    """A model in eval mode with its metadata."""
+class LoadedModel(ModelBackend):
+    """A PyTorch model in eval mode with its metadata."""
 
-    module: nn.Module
-    meta: ModelMeta
+    def __init__(self, module: nn.Module, meta: ModelMeta) -> None:
+        self.module = module
+        self.meta = meta
 
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.meta.classes
-
-    @torch.inference_mode()
-    def predict_logits(self, pixels: torch.Tensor, batch_size: int = 256, tta: str = "none") -> np.ndarray:
-        """Raw logits (N, classes) for uint8 images (N, C, S, S) prepared with `to_pixels`, before temperature.
-
-        Args:
-            tta: test-time augmentation (see `tta_views`); the logits are averaged over its views.
-                For a mean or vote ensemble the logits are log-probabilities, so this is a
-                geometric mean of the views' probabilities, which softmax renormalises.
-
-        Raises:
-            FerlabError: an unknown `tta`.
-        """
-        check_tta(tta)
-        prep = self.meta.preprocessing
-        chunks = [
-            torch.stack([self.module(normalize(view, prep)) for view in tta_views(batch, tta)]).mean(dim=0)  # (B, K)
-            for batch in torch.split(pixels, batch_size)
-        ]
-        return torch.cat(chunks).numpy() if chunks else np.zeros((0, len(self.classes)), dtype=np.float32)
-
-    def predict_proba(self, pixels: torch.Tensor, batch_size: int = 256, tta: str = "none") -> np.ndarray:
-        """Calibrated probabilities ``softmax(logits / temperature)``, shape (N, classes); see `predict_logits`."""
-        logits = torch.from_numpy(self.predict_logits(pixels, batch_size, tta))
-        return torch.softmax(logits / self.meta.temperature, dim=1).numpy()
+    def view_logits(self, views: torch.Tensor) -> torch.Tensor:
+        return self.module(normalize(views, self.meta.preprocessing))
 
 
 def _require(needed: Path, given: str | Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ferlab.data.framing import Framing
 from ferlab.data.labels import canonical_label
-from ferlab.data.transforms import Preprocessing
+from ferlab.data.transforms import Preprocessing, check_tta
 from ferlab.errors import FerlabError
 
 __all__ = ["ModelMeta"]
@@ -35,6 +35,8 @@ class ModelMeta:
             like the training crops, measured on them (`ferlab.inference.framing`); a
             detector without an entry gets the default `Framing` (models saved before
             framing was stored have none).
+        tta: the test-time augmentation the model is evaluated and used with (`tta_views`):
+            evaluate, predict, serve and ONNX export apply it unless told otherwise.
 
     Raises:
         FerlabError: a temperature outside `TEMPERATURE_LIMITS`.
@@ -46,6 +48,7 @@ class ModelMeta:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     temperature: float = 1.0
     framing: Mapping[str, Framing] = field(default_factory=dict)
+    tta: str = "none"
 
     def framing_for(self, detector: str) -> Framing:
         """The framing of faces found by `detector` (a detector's name)."""
@@ -57,6 +60,10 @@ class ModelMeta:
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
             raise FerlabError(f"field temperature must be a positive finite number in {low}..{high}, got {value!r}")
         object.__setattr__(self, "temperature", float(value))  # frozen; a plain float (not numpy's) for JSON
+        try:
+            check_tta(self.tta)
+        except FerlabError as err:
+            raise FerlabError(f"field tta: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -80,10 +87,12 @@ class ModelMeta:
                     channels=int(prep["channels"]),
                     mean=tuple(float(v) for v in prep["mean"]),
                     std=tuple(float(v) for v in prep["std"]),
+                    resize=None if prep.get("resize") is None else int(prep["resize"]),  # absent: not a crop model
                 ),
                 model_kwargs=dict(data.get("model_kwargs", {})),
                 temperature=data.get("temperature", 1.0),  # absent in models saved before calibration existed
                 framing=_read_framing(data.get("framing", {})),  # absent before framing was stored
+                tta=str(data.get("tta", "none")),  # absent before models carried their test-time views
             )
         except KeyError as err:
             raise FerlabError(f"{source}: missing field {err}") from None

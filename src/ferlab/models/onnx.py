@@ -1,11 +1,12 @@
 """ONNX export and ONNX Runtime inference: the same uint8 pixels in, the same calibrated probabilities out.
 
-The exported graph takes the uint8 pixels (B, C, S, S) that `to_pixels` makes and
-`LoadedModel.predict_*` takes, and normalises them inside the graph with the
+The exported graph takes uint8 views (B, C, S, S) at the model's input size (`to_pixels`
+makes them, cut by `tta_views` for a crop model), and normalises them inside the graph with the
 model's own mean and std, so an ONNX file needs no ferlab preprocessing code
 beyond the resize. It outputs logits before temperature; the whole ``model.json``
 (`ModelMeta.to_dict`, temperature included) rides along as ONNX metadata, so
-`OnnxModel.load` needs no other file and applies the temperature as `LoadedModel` does.
+`OnnxModel.load` needs no other file and applies the test-time views and the temperature
+as `LoadedModel` does (both are `ModelBackend`s).
 
 ``onnx`` and ``onnxruntime`` are imported inside the functions that use them:
 importing ferlab.models never pulls them in.
@@ -26,8 +27,9 @@ import torch
 from torch import nn
 
 from ferlab._io import atomic_path
-from ferlab.data.transforms import Preprocessing, check_tta, normalize, tta_views
+from ferlab.data.transforms import Preprocessing, normalize, tta_views
 from ferlab.errors import FerlabError
+from ferlab.models.backend import ModelBackend
 from ferlab.models.io import LoadedModel, load_model
 from ferlab.models.meta import ModelMeta
 
@@ -79,10 +81,10 @@ def _to_proto(loaded: LoadedModel, opset: int) -> onnx.ModelProto:
 
 
 class _PixelReader:
-    """`onnxruntime.quantization.CalibrationDataReader` over uint8 pixels, one batch of 16 at a time."""
+    """`onnxruntime.quantization.CalibrationDataReader` over the centre views of uint8 pixels, 16 at a time."""
 
-    def __init__(self, pixels: torch.Tensor) -> None:
-        self._batches = iter(torch.split(pixels, 16))
+    def __init__(self, pixels: torch.Tensor, input_size: int) -> None:
+        self._batches = iter(torch.split(tta_views(pixels, "none", input_size)[0], 16))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
@@ -90,26 +92,26 @@ class _PixelReader:
 
 
 def generated_pixels(prep: Preprocessing, count: int = CALIBRATION_SAMPLES, seed: int = 0) -> torch.Tensor:
-    """Images for when no real ones are at hand: uint8 (count, C, S, S) smooth random blobs over the whole 0-255 range.
+    """Images for when no real ones are at hand: uint8 (count, C, R, R) at the pixel size, smooth random blobs over the whole 0-255 range.
 
     Upscaled low-resolution noise rather than white noise: its activation ranges are closer to a face's.
     """
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.rand((count, prep.channels, 6, 6), generator=generator)  # (N, C, 6, 6)
-    smooth = nn.functional.interpolate(coarse, size=(prep.input_size, prep.input_size), mode="bicubic")
+    smooth = nn.functional.interpolate(coarse, size=(prep.pixel_size, prep.pixel_size), mode="bicubic")
     return (smooth.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def _check_pixels(pixels: torch.Tensor, prep: Preprocessing, what: str) -> None:
-    """Raises: FerlabError: `pixels` are not uint8 (N, C, S, S) of the model's channels and size."""
-    expected = (prep.channels, prep.input_size, prep.input_size)
+    """Raises: FerlabError: `pixels` are not uint8 (N, C, R, R) of the model's channels and pixel size."""
+    expected = (prep.channels, prep.pixel_size, prep.pixel_size)
     if pixels.dtype != torch.uint8 or pixels.ndim != 4 or tuple(pixels.shape[1:]) != expected:
         raise FerlabError(f"{what} must be uint8 (N, {', '.join(map(str, expected))}) as to_pixels makes them, "
                           f"got {pixels.dtype} {tuple(pixels.shape)}")
 
 
 def dataset_pixels(data: str | Path, prep: Preprocessing, limit: int = 256, seed: int = 0) -> torch.Tensor:
-    """Up to `limit` images of a dataset (any split, class shares kept) as uint8 (N, C, S, S), for calibration.
+    """Up to `limit` images of a dataset (any split, class shares kept) as uint8 (N, C, R, R), for calibration.
 
     Raises:
         FerlabError: no dataset at `data`, or none of its sampled images can be read.
@@ -129,7 +131,7 @@ def dataset_pixels(data: str | Path, prep: Preprocessing, limit: int = 256, seed
     return pixels[torch.from_numpy(ok)]
 
 
-def _quantize(proto: onnx.ModelProto, out: Path, pixels: torch.Tensor) -> None:
+def _quantize(proto: onnx.ModelProto, out: Path, pixels: torch.Tensor, input_size: int) -> None:
     """Static int8 quantisation (QDQ, per-channel weights) calibrated on `pixels`, written to `out`.
 
     Static rather than dynamic: dynamic quantisation turns convolutions into ConvInteger, which
@@ -143,7 +145,7 @@ def _quantize(proto: onnx.ModelProto, out: Path, pixels: torch.Tensor) -> None:
         prepared = Path(folder) / "prepared.onnx"
         quant_pre_process(proto, prepared)  # shape inference and graph optimisation, as ONNX Runtime advises
         quantize_static(
-            prepared, out, _PixelReader(pixels), quant_format=QuantFormat.QDQ, per_channel=True,
+            prepared, out, _PixelReader(pixels, input_size), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
             # BatchNorm scales are 1-D, so their channels lie on axis 0, not the default 1 (which fails with a warning).
             extra_options={"QDQOpTypePerChannelSupportToAxis": {"BatchNormalization": 0}},
@@ -187,7 +189,7 @@ def export_onnx(
         int8: quantise to int8 (static, see `_quantize`).
         opset: ONNX opset. 18 is the lowest the torch.export-based exporter writes without a conversion
             step, and the first with antialiased Resize (ensembles whose members take another size).
-        calibration: uint8 pixels (N, C, S, S) to calibrate int8 activations on, ideally real face crops;
+        calibration: uint8 pixels (N, C, R, R) to calibrate int8 activations on, ideally real face crops;
             default: `CALIBRATION_SAMPLES` generated images.
 
     Raises:
@@ -205,7 +207,8 @@ def export_onnx(
     proto = _to_proto(loaded, opset)
     with atomic_path(path) as tmp:
         if int8:
-            _quantize(proto, tmp, generated_pixels(meta.preprocessing) if calibration is None else calibration)
+            _quantize(proto, tmp, generated_pixels(meta.preprocessing) if calibration is None else calibration,
+                      meta.preprocessing.input_size)
             proto = onnx.load(tmp)
         onnx.helper.set_model_props(proto, {META_KEY: json.dumps(meta.to_dict())})
         onnx.checker.check_model(proto, full_check=True)
@@ -213,18 +216,16 @@ def export_onnx(
     return path
 
 
-class OnnxModel:
-    """An exported model on ONNX Runtime (CPU), with `LoadedModel`'s prediction interface.
+class OnnxModel(ModelBackend):
+    """An exported model on ONNX Runtime (CPU), predicting as `LoadedModel` does (see `ModelBackend`).
 
     Attributes:
         meta: the model's metadata, read from the file.
-        classes: output classes, in output order.
     """
 
     def __init__(self, session: Any, meta: ModelMeta) -> None:
         self.session = session
         self.meta = meta
-        self.classes: tuple[str, ...] = meta.classes
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None) -> OnnxModel:
@@ -260,28 +261,8 @@ class OnnxModel:
             raise FerlabError(f"{path}: metadata {META_KEY!r} is not a JSON object")
         return cls(session, ModelMeta.from_dict(data, f"{path} metadata"))
 
-    def predict_logits(self, pixels: torch.Tensor, batch_size: int = 256, tta: str = "none") -> np.ndarray:
-        """Raw logits (N, classes) for uint8 images (N, C, S, S) prepared with `to_pixels`, before temperature.
-
-        Args:
-            tta: test-time augmentation; logits averaged over its views, as in `LoadedModel.predict_logits`.
-
-        Raises:
-            FerlabError: an unknown `tta`.
-        """
-        check_tta(tta)
-        _check_pixels(pixels, self.meta.preprocessing, "pixels")
-        chunks = [
-            np.mean([self.session.run([OUTPUT_NAME], {INPUT_NAME: view.contiguous().numpy()})[0]
-                     for view in tta_views(batch, tta)], axis=0)  # (B, K)
-            for batch in torch.split(pixels, batch_size)
-        ]
-        return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, len(self.classes)), np.float32)
-
-    def predict_proba(self, pixels: torch.Tensor, batch_size: int = 256, tta: str = "none") -> np.ndarray:
-        """Calibrated probabilities ``softmax(logits / temperature)``, shape (N, classes); see `predict_logits`."""
-        logits = torch.from_numpy(self.predict_logits(pixels, batch_size, tta))
-        return torch.softmax(logits / self.meta.temperature, dim=1).numpy()
+    def view_logits(self, views: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: views.contiguous().numpy()})[0])
 
 
 @dataclass(frozen=True)
@@ -298,7 +279,7 @@ class Parity:
 
 
 def check_parity(torch_model: LoadedModel, onnx_model: OnnxModel, pixels: torch.Tensor) -> Parity:
-    """Compare both models' calibrated probabilities on uint8 `pixels` (N, C, S, S)."""
+    """Compare both models' calibrated probabilities on uint8 `pixels` (N, C, R, R), each with its own test-time views."""
     expected = torch_model.predict_proba(pixels)
     got = onnx_model.predict_proba(pixels)
     changed = float(np.mean(expected.argmax(1) != got.argmax(1))) if len(pixels) else 0.0
