@@ -16,6 +16,7 @@ from ferlab.errors import FerlabError
 log = logging.getLogger("ferlab")
 
 TTA_CHOICES = ("none", "flip", "tencrop")  # ferlab.data.transforms.TTA_MODES, without importing torch for --help
+TTA_HELP = "test-time augmentation (default: the model's own, listed by `ferlab models`)"
 DETECTOR_CHOICES = ("haar", "yunet", "none")  # ferlab.inference.detect.DETECTORS, without importing OpenCV for --help
 BACKEND_CHOICES = ("auto", "torch", "onnx")  # ferlab.inference.recognizer.BACKENDS
 MAX_IMAGE_BYTES = 64 * 2**20  # ferlab.data.images.MAX_IMAGE_BYTES, without importing Pillow for --help
@@ -67,13 +68,9 @@ def _train(args: argparse.Namespace) -> int | None:
 
 
 def _train_or_resume(args: argparse.Namespace) -> None:
-    from ferlab.training import load_config, resume, train
+    from pathlib import Path
 
-    if args.resume:
-        result = resume(args.resume)
-        print(f"best val accuracy {result.best_val_acc:.4f} (epoch {result.best_epoch} of {result.epochs_run}); "
-              f"model in {result.run_dir}")
-        return
+    from ferlab.training import load_config, resume, train
 
     flags = {
         "data.path": args.data, "model.name": args.model, "epochs": args.epochs, "out": args.out,
@@ -90,8 +87,15 @@ def _train_or_resume(args: argparse.Namespace) -> None:
         from ferlab.data import AugmentConfig
 
         flags.update({f"data.augment.{k}": v for k, v in asdict(AugmentConfig.parse(args.augment)).items()})
-    cfg = load_config(args.config, args.overrides, {k: v for k, v in flags.items() if v is not None})
-    result = train(cfg)
+    given = {k: v for k, v in flags.items() if v is not None}
+    if args.resume:
+        stored = Path(args.resume).expanduser() / "config.yaml"
+        asked = args.config or args.overrides or given
+        # Settings given with --resume must match the run's own: resume() names any that differ.
+        wanted = load_config(args.config or stored, args.overrides, given) if asked and stored.is_file() else None
+        result = resume(args.resume, wanted=wanted)
+    else:
+        result = train(load_config(args.config, args.overrides, given))
     print(f"best val accuracy {result.best_val_acc:.4f} (epoch {result.best_epoch} of {result.epochs_run}); "
           f"model in {result.run_dir}")
 
@@ -480,7 +484,7 @@ def _add_inference_options(parser: argparse.ArgumentParser, several_models: bool
                         help="YuNet .onnx file for --detector yunet (default: the user cache, downloaded once)")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                         help="classify on torch, onnx (ONNX Runtime) or auto (onnx where the model exports)")
-    parser.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
+    parser.add_argument("--tta", choices=TTA_CHOICES, default=None, help=TTA_HELP)
 
 
 def _add_photo_options(parser: argparse.ArgumentParser) -> None:
@@ -528,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--patience", type=int, help="early-stopping patience in epochs")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    train.add_argument("--precision", help="32, bf16-mixed or 16-mixed")
+    train.add_argument("--precision", help="auto (default: bf16 where it is faster), 32, bf16-mixed or 16-mixed")
     train.add_argument("--devices", type=int, help="devices (GPUs or CPU processes); more than one trains with DDP")
     train.add_argument("--num-nodes", type=int, help="machines for multi-node DDP")
     train.add_argument("--pretrained", help="timm backbones: 'hub' (download once) or a local weights file")
@@ -554,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, help="output folder")
     evaluate.add_argument("--split", default="auto", help="auto (test, else val, else a bare tree whole), all, train, val or test")
     _add_photo_options(evaluate)
-    evaluate.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
+    evaluate.add_argument("--tta", choices=TTA_CHOICES, default=None, help=TTA_HELP)
     evaluate.add_argument("--merge", action="append", metavar="TARGET=CLASS[,CLASS]",
                           help="relabel the data's classes first, e.g. neutral=contempt; classes the model lacks are left out and reported")
     evaluate.set_defaults(run=_evaluate)
@@ -564,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--data", help="dataset to evaluate on (default: the run's own data)")
     report.add_argument("--out", help="output folder (default RUN_DIR/report)")
     report.add_argument("--split", default="auto", help="auto (test, else val, else a bare tree whole), all, train, val or test")
-    report.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
+    report.add_argument("--tta", choices=TTA_CHOICES, default=None, help=TTA_HELP)
     _add_photo_options(report)
     report.set_defaults(run=_report)
 

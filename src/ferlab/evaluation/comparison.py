@@ -76,7 +76,7 @@ def compare_models(
     data: str | Path,
     out: str | Path,
     split: str = "auto",
-    tta: str = "none",
+    tta: str | None = None,
     merge: Mapping[str, Iterable[str]] | None = None,
     **photos: Any,
 ) -> ComparisonResult:
@@ -98,7 +98,7 @@ def compare_models(
         evaluations[name] = evaluate_model(model, data, split=split, tta=tta, merge=merge, **photos)
         write_evaluation(evaluations[name], out / name)
     photo_keys = [k for k in ("detection_rate", "no_face") if k in next(iter(evaluations.values())).metrics]
-    rows = [{"model": name, "path": str(model), "samples": ev.metrics["samples"],
+    rows = [{"model": name, "path": str(model), "tta": ev.metrics["tta"], "samples": ev.metrics["samples"],
              **{k: ev.metrics[k] for k in (*TABLE_METRICS, *photo_keys)}}
             for (name, ev), model in zip(evaluations.items(), models)]
     pairs = []
@@ -111,6 +111,6 @@ def compare_models(
     split_name = next(iter(evaluations.values())).metrics["split"]
     markdown = _markdown(rows, pairs, str(data), split_name)
     write_csv(out / "comparison.csv", rows, list(rows[0]))
-    write_json(out / "comparison.json", {"data": str(data), "split": split_name, "tta": tta, "models": rows, "mcnemar": pairs})
+    write_json(out / "comparison.json", {"data": str(data), "split": split_name, "models": rows, "mcnemar": pairs})
     write_text(out / "comparison.md", markdown)
     return ComparisonResult(rows, pairs, markdown)

@@ -121,7 +121,7 @@ def evaluate_model(
     model: str | Path | LoadedModel,
     data: str | Path,
     split: str = "auto",
-    tta: str = "none",
+    tta: str | None = None,
     merge: Mapping[str, Iterable[str]] | None = None,
     *,
     detector: str | Detector = "none",
@@ -131,7 +131,7 @@ def evaluate_model(
     """Predict `data`'s `split` with `model` and compute every metric; writes nothing.
 
     Args:
-        tta: test-time augmentation, ``none``, ``flip`` or ``tencrop``.
+        tta: test-time augmentation, ``none``, ``flip`` or ``tencrop``; None: the model's own (`ModelMeta.tta`).
         merge: relabel the data's classes first, e.g. ``{"neutral": ["contempt"]}``.
         detector: ``none``: the images are face crops. ``yunet`` or ``haar`` (or a detector):
             they are photos, and the largest face found in each is cut with the model's framing
@@ -144,6 +144,7 @@ def evaluate_model(
         FerlabError: bad paths, a missing split, no image of a class the model predicts, or no face in any photo.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    tta = loaded.resolve_tta(tta)
     table = choose_split(open_dataset(data), split)
     if merge:
         table = merge_classes(table, merge)
@@ -219,7 +220,7 @@ def evaluate(
     data: str | Path,
     out: str | Path,
     split: str = "auto",
-    tta: str = "none",
+    tta: str | None = None,
     merge: Mapping[str, Iterable[str]] | None = None,
     **photos: Any,
 ) -> dict[str, Any]:

@@ -168,7 +168,7 @@ def report(
     data: str | Path | None = None,
     out: str | Path | None = None,
     split: str = "auto",
-    tta: str = "none",
+    tta: str | None = None,
     **photos: Any,
 ) -> ReportResult:
     """Evaluate a run on its test data and write ``report.html`` and ``report.md`` with the plots.

@@ -57,13 +57,14 @@ class Predictor:
     A `Recognizer` with detector ``none``: each image is prepared exactly as training crops were.
 
     Args:
-        tta: test-time augmentation, ``none``, ``flip`` or ``tencrop`` (see `ferlab.data.transforms.tta_views`).
+        tta: test-time augmentation, ``none``, ``flip`` or ``tencrop`` (see `ferlab.data.transforms.tta_views`);
+            None: the model's own (`ModelMeta.tta`).
 
     Raises:
         FerlabError: an unknown `tta`.
     """
 
-    def __init__(self, model: LoadedModel, tta: str = "none") -> None:
+    def __init__(self, model: LoadedModel, tta: str | None = None) -> None:
         self.recognizer = Recognizer(model, "none", backend="torch", tta=tta)
 
     @property
@@ -71,7 +72,7 @@ class Predictor:
         return self.recognizer.model
 
     @classmethod
-    def from_path(cls, path: str | Path, tta: str = "none") -> Predictor:
+    def from_path(cls, path: str | Path, tta: str | None = None) -> Predictor:
         return cls(load_model(path), tta)
 
     def predict(self, images: Sequence[ImageInput]) -> list[Prediction]:
@@ -146,7 +147,7 @@ def predict_files(
     detector: str | Detector = "haar",
     detector_path: str | Path | None = None,
     backend: str = "auto",
-    tta: str = "none",
+    tta: str | None = None,
     margin: float | None = None,
     batch_size: int = 32,
 ) -> FilePredictions:
@@ -188,7 +189,7 @@ def predict_files(
     if not faces:
         raise FerlabError(f"none of the {len(paths)} input files could be read; first: {next(iter(unreadable.values()))}")
     write_json(out / "predictions.json", {
-        "classes": classes, "detector": recognizer.detector.name, "backend": recognizer.backend, "tta": tta,
+        "classes": classes, "detector": recognizer.detector.name, "backend": recognizer.backend, "tta": recognizer.tta,
         "framing": recognizer.framing.to_dict(),
         "predictions": [p.to_dict() for p in predictions],
         "images": [{"source": source, "faces": n} for source, n in faces.items()],

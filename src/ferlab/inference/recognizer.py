@@ -92,7 +92,7 @@ class Recognizer:
         detector: a name from `ferlab.inference.detect.DETECTORS`, or a detector object.
             With ``none`` each image is a face crop and is prepared exactly as training crops were.
         backend: ``torch``, ``onnx`` or ``auto`` (ONNX Runtime where the model exports); the choice is in `backend`.
-        tta: test-time augmentation (``none``, ``flip`` or ``tencrop``).
+        tta: test-time augmentation (``none``, ``flip`` or ``tencrop``); None: the model's own (`ModelMeta.tta`).
         margin, align: expert overrides of the model's own framing of detected faces (its
             `ModelMeta.framing_for` the detector; see `ferlab.data.framing.Framing`); None keeps it.
         detector_path: the YuNet model file, with ``detector="yunet"``.
@@ -107,17 +107,18 @@ class Recognizer:
         detector: str | Detector = "haar",
         *,
         backend: str = "auto",
-        tta: str = "none",
+        tta: str | None = None,
         margin: float | None = None,
         align: bool | None = None,
         detector_path: str | Path | None = None,
     ) -> None:
-        check_tta(tta)
+        if tta is not None:
+            check_tta(tta)  # before a detector file is opened
         if detector_path is not None and not isinstance(detector, str):
             raise FerlabError("detector_path goes with a detector name, not a detector object")
         self.detector = create_detector(detector, model_path=detector_path) if isinstance(detector, str) else detector
         self.model, self.backend = _classifier(model, backend)
-        self.tta = tta
+        self.tta = self.model.resolve_tta(tta)
         overrides = {name: value for name, value in (("margin", margin), ("align", align)) if value is not None}
         try:
             self.framing = replace(self.model.meta.framing_for(self.detector.name), **overrides)

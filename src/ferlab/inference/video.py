@@ -246,7 +246,7 @@ def process_video(
     detector: str | Detector = "haar",
     detector_path: str | Path | None = None,
     backend: str = "auto",
-    tta: str = "none",
+    tta: str | None = None,
     margin: float | None = None,
     stride: int = 1,
     smooth: float = 0.6,

@@ -51,7 +51,7 @@ def _dense_bn(cin: int, cout: int, dropout: float, act: nn.Module | None = None)
     return [nn.Linear(cin, cout), nn.BatchNorm1d(cout), act or nn.ReLU(inplace=True), nn.Dropout(dropout)]
 
 
-@register_model()
+@register_model(fast_bf16=True)
 def baseline_cnn(*, num_classes: int, in_chans: int, input_size: int, hidden: int = 512) -> nn.Module:
     """Three conv + max-pool layers and three fully connected layers (logits; softmax at prediction)."""
     side = _out_side("baseline_cnn", input_size, "ppp")
@@ -70,7 +70,7 @@ def _conv_relu_bn_pool(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True), nn.BatchNorm2d(cout), nn.MaxPool2d(2)]
 
 
-@register_model()
+@register_model(fast_bf16=True)
 def cnn3_bn(*, num_classes: int, in_chans: int, input_size: int, dense: int = 256, dropout: float = 0.5) -> nn.Module:
     """Three conv-ReLU-BatchNorm-max-pool blocks (32/64/128 filters, 3x3), a dense layer and dropout."""
     side = _out_side("cnn3_bn", input_size, "ppp")
@@ -85,7 +85,7 @@ def cnn3_bn(*, num_classes: int, in_chans: int, input_size: int, dense: int = 25
     )
 
 
-@register_model()
+@register_model(fast_bf16=True)
 def deep_cnn(
     *,
     num_classes: int,
@@ -114,7 +114,7 @@ def deep_cnn(
     return nn.Sequential(*layers, nn.Flatten(), *head, nn.Linear(features, num_classes))
 
 
-@register_model()
+@register_model(fast_bf16=True)
 def cnn5_leaky(
     *,
     num_classes: int,
@@ -153,7 +153,7 @@ def cnn5_leaky(
     )
 
 
-@register_model()
+@register_model(fast_bf16=True)
 def cnn11(*, num_classes: int, in_chans: int, input_size: int, dense: int = 1024, dropout: float = 0.4) -> nn.Module:
     """11-layer Keras-tutorial CNN (atulapra/Emotion-detection): unpadded convs 32-128, dense 1024, dropout 0.4.
 
@@ -173,7 +173,7 @@ def cnn11(*, num_classes: int, in_chans: int, input_size: int, dense: int = 1024
     )
 
 
-@register_model()
+@register_model(fast_bf16=True)
 def vgg_fer(
     *,
     num_classes: int,
@@ -182,13 +182,16 @@ def vgg_fer(
     width: float = 1.0,
     fc: int = 1024,
     dropout: float = 0.5,
+    pool: bool = False,
 ) -> nn.Module:
-    """VGGNet for FER2013 (Khaireddin & Chen 2021, 73.3%): 4 double-conv BN stages 64-512, 2 BN dense layers.
+    """VGGNet for FER2013 (Khaireddin & Chen 2021, 73.3%): 4 double-conv BN stages 64-512, then a dense head.
 
     The paper's head is 4096-4096 with dropout 0.2 and no BN, on 40x40 ten-crops of heavily
     augmented faces (its 73.3% needs both); `fc` defaults to 1024 to keep the head near the
     size of the convolutions. `width` scales every stage, rounded to multiples of 8: 0.5
-    leaves about a quarter of the conv weights.
+    leaves about a quarter of the conv weights. `pool`: global average pooling, then one BN
+    dense layer (4.8 M parameters at width 1 with fc 256, any input size), instead of two
+    dense layers over the flattened map.
     """
     if width <= 0:
         raise FerlabError(f"vgg_fer width must be positive, got {width}")
@@ -199,9 +202,8 @@ def vgg_fer(
         c = max(8, round(base * width / 8) * 8)
         layers += _vgg_stage(cin, c)
         cin = c
-    return nn.Sequential(
-        *layers, nn.Flatten(),  # (B, c * 3 * 3) at 48x48
-        *_dense_bn(cin * side * side, fc, dropout),
-        *_dense_bn(fc, fc, dropout),
-        nn.Linear(fc, num_classes),
-    )
+    if pool:
+        head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), *_dense_bn(cin, fc, dropout)]  # (B, fc)
+    else:
+        head = [nn.Flatten(), *_dense_bn(cin * side * side, fc, dropout), *_dense_bn(fc, fc, dropout)]
+    return nn.Sequential(*layers, *head, nn.Linear(fc, num_classes))

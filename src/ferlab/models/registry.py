@@ -29,12 +29,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered architecture and the input it expects unless told otherwise."""
+    """A registered architecture and the input it expects unless told otherwise.
+
+    Attributes:
+        fast_bf16: trains faster under bf16 autocast on CPUs with bf16 (plain 3x3 convolutions,
+            measured by ``benchmarks/train_speed.py``); depthwise nets are slower there and say False.
+    """
 
     name: str
     builder: Callable[..., nn.Module]
     preprocessing: Preprocessing
     description: str
+    fast_bf16: bool = False
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -54,7 +60,7 @@ def register_family(prefix: str, resolve: Callable[[str], ModelEntry]) -> None:
 
 
 def register_model(
-    name: str | None = None, *, preprocessing: Preprocessing = Preprocessing()
+    name: str | None = None, *, preprocessing: Preprocessing = Preprocessing(), fast_bf16: bool = False
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator that registers a builder ``fn(*, num_classes, in_chans, input_size, **kwargs)``.
 
@@ -64,7 +70,7 @@ def register_model(
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         doc = (builder.__doc__ or "").strip().splitlines()
-        add_entry(ModelEntry(name or builder.__name__, builder, preprocessing, doc[0] if doc else ""))
+        add_entry(ModelEntry(name or builder.__name__, builder, preprocessing, doc[0] if doc else "", fast_bf16))
         return builder
 
     return decorate

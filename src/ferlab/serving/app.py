@@ -80,7 +80,7 @@ class Demo:
         self._lock = threading.Lock()
         self._workdir = tempfile.TemporaryDirectory(prefix="ferlab-serve-")
 
-    def recognizer(self, model: int = 0, detector: str = "haar", tta: str = "none") -> Recognizer:
+    def recognizer(self, model: int = 0, detector: str = "haar", tta: str | None = None) -> Recognizer:
         """The Recognizer for model number `model` with this detector and TTA, sharing that model's classifier."""
         key = (model, detector, tta)
         with self._lock:
@@ -91,7 +91,7 @@ class Demo:
                                                     detector_path=path)
             return self._recognizers[key]
 
-    def image(self, image: str | Path | np.ndarray | None, detector: str = "haar", tta: str = "none",
+    def image(self, image: str | Path | np.ndarray | None, detector: str = "haar", tta: str | None = None,
               model: int = 0) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any]]:
         """A photo annotated (box and label per face), the chart's data, and the JSON answer.
 
@@ -101,7 +101,7 @@ class Demo:
         pixels = self._pixels(image)  # (H, W, 3), upright
         recognizer = self.recognizer(model, detector, tta)
         results = recognizer.recognize(pixels)
-        answer = {"model": self.names[model], "backend": recognizer.backend, "detector": detector, "tta": tta,
+        answer = {"model": self.names[model], "backend": recognizer.backend, "detector": detector, "tta": recognizer.tta,
                   "faces": [r.to_dict() for r in results]}
         return annotate(pixels, results, recognizer.classes), face_table(results, recognizer.classes), answer
 
@@ -118,14 +118,14 @@ class Demo:
             raise FerlabError(f"no such image file: {path}")
         return decode_upload(path.read_bytes(), path.name, self.limits)
 
-    def frame(self, frame: np.ndarray | None, detector: str = "haar", tta: str = "none") -> np.ndarray | None:
+    def frame(self, frame: np.ndarray | None, detector: str = "haar", tta: str | None = None) -> np.ndarray | None:
         """One webcam frame annotated by the first model; None (nothing to show) before the camera starts."""
         if frame is None:
             return None
         recognizer = self.recognizer(0, detector, tta)
         return annotate(frame, recognizer.recognize(frame), recognizer.classes)
 
-    def video(self, path: str | Path | None, detector: str = "haar", tta: str = "none",
+    def video(self, path: str | Path | None, detector: str = "haar", tta: str | None = None,
               stride: int = 1) -> tuple[str, str]:
         """An uploaded clip through `process_video` with the first model: the annotated video and the timeline plot.
 
@@ -143,7 +143,7 @@ class Demo:
         return str(result.video), str(result.plot)
 
     def compare(self, image: str | Path | np.ndarray | None, detector: str = "haar",
-                tta: str = "none") -> list[Any]:
+                tta: str | None = None) -> list[Any]:
         """`image` for every model in turn: annotated image, chart data and JSON per model, flattened."""
         return [part for model in range(len(self.names)) for part in self.image(image, detector, tta, model)]
 
@@ -188,7 +188,7 @@ def _results(model: str = "") -> tuple[gr.Image, gr.BarPlot, gr.JSON]:
             gr.JSON(label=f"{prefix}JSON"))
 
 
-def build_app(models: Sequence[str | Path], detector: str = "haar", *, tta: str = "none", backend: str = "auto",
+def build_app(models: Sequence[str | Path], detector: str = "haar", *, tta: str | None = None, backend: str = "auto",
               detector_path: str | Path | None = None, limits: Limits | None = None) -> gr.Blocks:
     """The web app over `models` (the Compare tab appears with two or more).
 
@@ -196,7 +196,7 @@ def build_app(models: Sequence[str | Path], detector: str = "haar", *, tta: str 
 
     Args:
         models: run folders, model files or ``.onnx`` files.
-        detector, tta: the choices the page starts with.
+        detector, tta: the choices the page starts with (tta None: the first model's own).
         backend, detector_path, limits: as for `Demo`.
 
     Raises:
@@ -207,9 +207,10 @@ def build_app(models: Sequence[str | Path], detector: str = "haar", *, tta: str 
 
     if detector not in DETECTORS:
         raise FerlabError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
-    if tta not in TTA_MODES:
+    if tta is not None and tta not in TTA_MODES:
         raise FerlabError(f"unknown tta {tta!r}; choose one of {', '.join(TTA_MODES)}")
     demo = Demo(models, backend=backend, detector_path=detector_path, limits=limits)
+    tta = demo._base[0].model.resolve_tta(tta)
     with gr.Blocks(title="ferlab", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown(f"# ferlab: facial expressions\nModel: **{demo.names[0]}** ({demo._base[0].backend})")
         with gr.Row():

@@ -31,7 +31,7 @@ from ferlab.errors import FerlabError
 from ferlab.evaluation import choose_split, evaluate
 from ferlab.evaluation.curves import plot_curves
 from ferlab.models import count_parameters, load_model, model_entry
-from ferlab.training.config import TrainConfig, load_config
+from ferlab.training.config import TrainConfig, changed_fields, load_config
 from ferlab.training.train import train
 
 __all__ = [
@@ -331,34 +331,6 @@ def _plan(spec: CompareGrid, data: str, out: Path, overrides: Sequence[str]) -> 
     return runs
 
 
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _changed_fields(run_dir: Path, cfg: TrainConfig) -> list[str]:
-    """Config fields in which a finished run differs from the run now asked for (train resolves some; those match)."""
-    stored = _flat(OmegaConf.to_container(OmegaConf.structured(load_config(run_dir / "config.yaml"))))
-    wanted = _flat(OmegaConf.to_container(OmegaConf.structured(cfg)))
-    changed = []
-    for key in sorted(set(stored) | set(wanted)):
-        have, want = stored.get(key), wanted.get(key)
-        if key == "out" or (key in ("data.image_size", "data.channels", "data.classes") and want is None):
-            continue
-        if key == "data.classes":
-            have, want = sorted(have or []), sorted(want)
-        elif key == "data.path":
-            have, want = Path(str(have)).expanduser().resolve(), Path(str(want)).expanduser().resolve()
-        if have != want:
-            changed.append(key)
-    return changed
-
-
 def _check_run_dirs(runs: Sequence[_Run], resume: bool) -> None:
     """Refuse, before anything trains, run folders that cannot be reused; they are never deleted here."""
     for run in runs:
@@ -371,7 +343,7 @@ def _check_run_dirs(runs: Sequence[_Run], resume: bool) -> None:
         if not resume:
             raise FerlabError(f"run folder {run_dir} holds a finished run and resume is off; "
                               "delete or move it, or choose another output folder")
-        changed = _changed_fields(run_dir, run.cfg)
+        changed = changed_fields(load_config(run_dir / "config.yaml"), run.cfg)
         if changed:
             raise FerlabError(f"run folder {run_dir} was trained with other values of {', '.join(changed)}; "
                               "delete or move it, or choose another output folder")

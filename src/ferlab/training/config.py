@@ -16,13 +16,23 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ferlab.data.augment import AugmentConfig
 from ferlab.data.imbalance import BALANCING
+from ferlab.data.transforms import TTA_MODES
 from ferlab.errors import FerlabError
 from ferlab.models.freezing import parse_freeze
 from ferlab.training.optim import OPTIMIZERS, SCHEDULES
 
-__all__ = ["DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "config_to_yaml", "load_config"]
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "changed_fields",
+    "config_to_yaml",
+    "load_config",
+]
 
-PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 LOGGERS = ("tensorboard", "mlflow")
 
 
@@ -34,6 +44,10 @@ class DataConfig:
         classes: a subset of the classes (default: all present).
         merge: classes relabelled into others, e.g. ``{angry: [disgust]}``.
         image_size, channels: default to the model's own (48, grayscale for the CNNs).
+        crop: train on random `crop`-pixel crops of the `image_size` images and predict on the
+            centre crop (or the ten crops of `tta`): the crop recipe. None: whole images.
+        tta: the test-time views stored with the model (`ferlab.data.transforms.tta_views`), which
+            evaluate, predict, serve and ONNX apply by default: none, flip or tencrop.
         val_fraction, test_fraction: shares split off data that lacks those splits.
         groups: subject pattern (ckplus, jaffe, kdef or a regex) so that splits
             made here never put one person in two splits.
@@ -51,6 +65,8 @@ class DataConfig:
     classes: list[str] | None = None
     merge: dict[str, list[str]] = field(default_factory=dict)
     image_size: int | None = None
+    crop: int | None = None
+    tta: str = "none"
     channels: int | None = None
     val_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -132,7 +148,10 @@ class TrainConfig:
 
     Attributes:
         patience: early stopping after this many epochs without a better validation accuracy.
-        precision: 32, bf16-mixed (CPUs with bf16, recent GPUs) or 16-mixed (GPU).
+        precision: auto (bf16-mixed for model families that train faster so on hardware with bf16,
+            else 32; see `ferlab.training.speed`), 32, bf16-mixed (CPUs with bf16, recent GPUs) or
+            16-mixed (GPU). The resolved value is written into the run's config.yaml.
+        channels_last: train in the channels-last memory format (None: where precision auto picks bf16).
         accelerator, devices, num_nodes, strategy: Lightning's; several devices or
             nodes train with DDP (e.g. ``devices=2 strategy=ddp``), gloo on CPUs.
         loggers: extra loggers besides metrics.csv: tensorboard, mlflow.
@@ -147,7 +166,8 @@ class TrainConfig:
     epochs: int = 30
     patience: int = 5
     seed: int = 0
-    precision: str = "32"
+    precision: str = "auto"
+    channels_last: bool | None = None
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
@@ -174,6 +194,8 @@ class TrainConfig:
             (self.epochs >= 1, "epochs", "must be at least 1"),
             (self.data.batch_size >= 1, "data.batch_size", "must be at least 1"),
             (self.data.channels in (None, 1, 3), "data.channels", "must be 1 or 3"),
+            (self.data.crop is None or self.data.crop >= 1, "data.crop", "must be a positive size in pixels"),
+            (self.data.tta in TTA_MODES, "data.tta", f"must be one of {TTA_MODES}"),
             (self.data.balance in BALANCING, "data.balance", f"must be one of {BALANCING}"),
             (0 < self.data.val_fraction < 1, "data.val_fraction", "must lie between 0 and 1"),
             (0 <= self.data.test_fraction < 1 - self.data.val_fraction, "data.test_fraction", "must lie in [0, 1 - val_fraction)"),
@@ -226,3 +248,39 @@ def load_config(
 
 def config_to_yaml(cfg: TrainConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+#: Fields `train` resolves when they are left unset: a stored run's value matches an unset one.
+RESOLVED_WHEN_UNSET = {"data.image_size": None, "data.channels": None, "data.classes": None,
+                       "precision": "auto", "channels_last": None}
+
+
+def changed_fields(stored: TrainConfig, wanted: TrainConfig) -> list[str]:
+    """The dotted keys (``optim.lr``) in which a run's stored config differs from the one now asked for, sorted.
+
+    ``out`` is not compared; a field `train` resolves (`RESOLVED_WHEN_UNSET`) differs only when
+    `wanted` sets it; class lists compare as sets and data paths as resolved paths.
+    """
+    have_all, want_all = (_flat(OmegaConf.to_container(OmegaConf.structured(c))) for c in (stored, wanted))
+    changed = []
+    for key in sorted(have_all.keys() | want_all.keys()):
+        have, want = have_all.get(key), want_all.get(key)
+        if key == "out" or (key in RESOLVED_WHEN_UNSET and want == RESOLVED_WHEN_UNSET[key]):
+            continue
+        if key == "data.classes":
+            have, want = sorted(have or []), sorted(want)
+        elif key == "data.path":
+            have, want = Path(str(have)).expanduser().resolve(), Path(str(want)).expanduser().resolve()
+        if have != want:
+            changed.append(key)
+    return changed
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

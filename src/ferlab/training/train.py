@@ -41,9 +41,10 @@ from ferlab.errors import FerlabError
 from ferlab.models import LoadedModel, ModelMeta, build_model, check_input, model_entry, save_model
 from ferlab.models.calibration import fit_calibration
 from ferlab.training.callbacks import EpochMetricsCSV, EpochProgressBar, EpochSeeding, RunClock
-from ferlab.training.config import TrainConfig, config_to_yaml, load_config
+from ferlab.training.config import TrainConfig, changed_fields, config_to_yaml, load_config
 from ferlab.training.module import Classifier
 from ferlab.training.optim import make_optimizer, make_schedule
+from ferlab.training.speed import resolve_speed
 
 __all__ = ["TrainResult", "TrainingInterrupted", "resume", "train"]
 
@@ -78,12 +79,15 @@ class TrainingInterrupted(SystemExit):
 
 
 def _resolve_preprocessing(cfg: TrainConfig) -> Preprocessing:
+    """The model's preprocessing with the config's channels, image size and crop (`Preprocessing.resize`)."""
     default = model_entry(cfg.model.name).preprocessing
     prep = default.with_channels(cfg.data.channels or default.channels)
+    size = cfg.data.image_size or default.input_size
+    crop = cfg.data.crop
     try:
-        return dataclasses.replace(prep, input_size=cfg.data.image_size or default.input_size)
+        return dataclasses.replace(prep, input_size=crop or size, resize=size if crop else None)
     except ValueError as err:
-        raise FerlabError(f"config field data.image_size: {err}") from None
+        raise FerlabError(f"config field {'data.crop' if crop else 'data.image_size'}: {err}") from None
 
 
 def _unstarted(run_dir: Path) -> bool:
@@ -244,8 +248,12 @@ def _loggers(names: Sequence[str], run_dir: Path) -> list:
     return loggers
 
 
-def resume(run_dir: str | Path, callbacks: Sequence[Callback] = ()) -> TrainResult:
+def resume(run_dir: str | Path, callbacks: Sequence[Callback] = (), *, wanted: TrainConfig | None = None) -> TrainResult:
     """Continue an interrupted run from its last checkpoint, with its own config.
+
+    Args:
+        wanted: the config the caller asks for (e.g. the CLI's --config and overrides); a run is
+            only continued under the config it started with, so any difference is refused.
 
     Epoch k of the resumed run sees the same batches and random numbers as in an
     uninterrupted run (`EpochSampler`, `EpochSeeding`), so it ends with the same
@@ -255,6 +263,10 @@ def resume(run_dir: str | Path, callbacks: Sequence[Callback] = ()) -> TrainResu
     if not (run_dir / "config.yaml").is_file():
         raise FerlabError(f"cannot resume {run_dir}: it has no config.yaml (is it a ferlab run folder?)")
     cfg = load_config(run_dir / "config.yaml", values={"out": str(run_dir)})
+    changed = changed_fields(cfg, wanted) if wanted is not None else []
+    if changed:
+        raise FerlabError(f"cannot resume {run_dir} under a changed config: {', '.join(changed)} differ from its "
+                          "config.yaml; resume it as it is (ferlab train --resume DIR alone), or train a new --out")
     # The checkpoint holds the weights; a pretrained file or hub download is not needed again.
     return train(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=None)), callbacks, resume=True)
 
@@ -295,7 +307,7 @@ def train(
     prep = _resolve_preprocessing(cfg)
     kwargs = {**cfg.model.kwargs, **({"pretrained": cfg.model.pretrained} if cfg.model.pretrained else {})}
     framing = read_framing(cfg.data.framing) if cfg.data.framing else {}
-    meta = ModelMeta(cfg.model.name, tuple(classes), prep, kwargs, framing=framing)
+    meta = ModelMeta(cfg.model.name, tuple(classes), prep, kwargs, framing=framing, tta=cfg.data.tta)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are initialised
     model = build_model(meta)
     check_input(model, cfg.model.name, prep.channels, prep.input_size)
@@ -311,8 +323,10 @@ def train(
         raise FerlabError(f"{cfg.data.path} has soft labels (votes); mixup and cutmix need hard labels, set data.augment.mixup=0 data.augment.cutmix=0")
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    precision, channels_last = resolve_speed(cfg.model.name, cfg.precision, cfg.channels_last, cfg.accelerator)
     resolved = dataclasses.replace(
-        cfg, data=dataclasses.replace(cfg.data, image_size=prep.input_size, channels=prep.channels, classes=classes)
+        cfg, data=dataclasses.replace(cfg.data, image_size=prep.pixel_size, channels=prep.channels, classes=classes),
+        precision=precision, channels_last=channels_last,
     )
     if main and not resume:
         write_text(run_dir / "config.yaml", config_to_yaml(resolved))
@@ -337,6 +351,7 @@ def train(
         ),
         batch_mixing=mixing,
         freeze=cfg.model.freeze,
+        channels_last=channels_last,
     )
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_acc", mode="max")
     # Every epoch, improved or not (save_last only follows saved best ones), once the epoch has fully ended.
@@ -350,7 +365,7 @@ def train(
             devices=cfg.devices,
             num_nodes=cfg.num_nodes,
             strategy=cfg.strategy,
-            precision=cfg.precision,
+            precision=precision,
             gradient_clip_val=optim.grad_clip or None,
             deterministic=True,
             logger=_loggers(cfg.loggers, run_dir) or False,
