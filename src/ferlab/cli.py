@@ -212,10 +212,11 @@ def _models(args: argparse.Namespace) -> None:
         params = f"{s.params:,d}" if s.params is not None else "-"
         print(f"{s.name:16s} {params:>12s}  {s.input_size:>3d}x{s.input_size:<3d}x{s.channels}  {s.description}")
     print("\nalso: timm:<name> for any timm model; `ferlab models NAME` shows one model's layers")
-    from ferlab.models.bundled import BUNDLED
+    from ferlab.models.bundled import BUNDLED, describe_bundled
 
-    print("bundled, trained (--model NAME in predict, video, serve, api, evaluate, export): "
-          + "; ".join(f"{name}: {text}" for name, text in BUNDLED.items()))
+    print("bundled, trained (--model NAME in predict, video, serve, api, evaluate, export):")
+    for name in BUNDLED:
+        print(f"  {describe_bundled(name)}")
 
 
 def _compare(args: argparse.Namespace) -> None:

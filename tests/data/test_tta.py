@@ -35,8 +35,10 @@ def test_flip_mirrors_and_tencrop_crops_an_upscaled_image():
 def test_unknown_modes_and_shapes_are_refused():
     with pytest.raises(FerlabError, match="unknown test-time augmentation 'rotate'; choose one of none, flip, tencrop"):
         tta_views(torch.zeros(1, 1, 48, 48, dtype=torch.uint8), "rotate")
-    with pytest.raises(FerlabError, match=r"square images \(B, C, S, S\), got shape \(1, 48, 40\)"):
+    with pytest.raises(FerlabError, match=r"square images \(B, C, R, R\), got shape \(1, 48, 40\)"):
         tta_views(torch.zeros(1, 48, 40, dtype=torch.uint8), "flip")
+    with pytest.raises(FerlabError, match=r"square images \(B, C, R, R\) with R >= 44, got shape \(1, 1, 40, 40\)"):
+        tta_views(torch.zeros(1, 1, 40, 40, dtype=torch.uint8), "none", 44)
     assert TTA_MODES == ("none", "flip", "tencrop")
 
 
@@ -49,3 +51,37 @@ def test_flip_of_a_mirror_symmetric_image_changes_nothing():
     np.testing.assert_array_equal(model.predict_proba(symmetric, tta="flip"), model.predict_proba(symmetric))
     asymmetric = torch.randint(0, 256, (4, 1, 48, 48), dtype=torch.uint8)
     assert not np.array_equal(model.predict_proba(asymmetric, tta="flip"), model.predict_proba(asymmetric))
+
+
+def test_a_crop_model_sees_the_centre_crop_or_ten_crops_of_its_images():
+    pixels = torch.arange(48 * 48, dtype=torch.int64).remainder(251).to(torch.uint8).view(1, 1, 48, 48)
+    (centre,) = tta_views(pixels, "none", 40)
+    assert torch.equal(centre, pixels[..., 4:44, 4:44])
+    assert torch.equal(tta_views(pixels, "flip", 40)[1], centre.flip(-1))
+    views = tta_views(pixels, "tencrop", 40)  # the 48-px image itself, not upscaled: the crops training saw
+    assert torch.equal(views[0], pixels[..., :40, :40]) and torch.equal(views[3], pixels[..., 8:, 8:])
+    assert torch.equal(views[4], centre) and torch.equal(views[9], centre.flip(-1))
+
+
+def test_a_crop_model_applies_its_own_views_unless_told_otherwise():
+    torch.manual_seed(0)
+    prep = Preprocessing(input_size=40, resize=48)
+    meta = ModelMeta("cnn3_bn", CLASSES, prep, tta="tencrop")
+    model = LoadedModel(build_model(meta).eval(), meta)
+    pixels = torch.randint(0, 256, (3, 1, 48, 48), dtype=torch.uint8)
+    np.testing.assert_array_equal(model.predict_proba(pixels), model.predict_proba(pixels, tta="tencrop"))
+    expected = torch.softmax(model.module(((pixels[..., 4:44, 4:44].float() / 255) - 0.5) / 0.5), dim=1).detach()
+    np.testing.assert_allclose(model.predict_proba(pixels, tta="none"), expected.numpy(), atol=1e-6)
+    with pytest.raises(FerlabError, match=r"pixels must be uint8 \(N, 1, 48, 48\)"):
+        model.predict_proba(pixels[..., :40, :40])
+
+
+def test_crops_larger_than_the_image_and_unknown_stored_modes_are_refused():
+    with pytest.raises(ValueError, match="crop size 50 must not exceed the image size 48"):
+        Preprocessing(input_size=50, resize=48)
+    with pytest.raises(FerlabError, match="field tta: unknown test-time augmentation 'rotate'"):
+        ModelMeta("cnn3_bn", CLASSES, Preprocessing(), tta="rotate")
+    stored = ModelMeta("cnn3_bn", CLASSES, Preprocessing(input_size=40, resize=48), tta="tencrop").to_dict()
+    assert ModelMeta.from_dict(stored, "model.json").preprocessing.pixel_size == 48
+    with pytest.raises(FerlabError, match="model.json: field tta: unknown test-time augmentation 'sixcrop'"):
+        ModelMeta.from_dict({**stored, "tta": "sixcrop"}, "model.json")

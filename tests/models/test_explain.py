@@ -173,3 +173,14 @@ def test_cli_explain(trained_run, tree, tmp_path, capsys):
     assert main(["explain", "--model", str(trained_run), str(images[0]), "--out", str(tmp_path / "x"),
                  "--class", "surprise"]) == 2
     assert "the model's classes are angry, happy, neutral" in capsys.readouterr().err
+
+
+def test_a_crop_model_explains_its_centre_view_at_the_image_size():
+    from ferlab.data.transforms import Preprocessing
+
+    torch.manual_seed(0)
+    meta = ModelMeta("cnn3_bn", CLASSES, Preprocessing(input_size=40, resize=48), tta="tencrop")
+    model = LoadedModel(create_model("cnn3_bn", num_classes=3, input_size=40).eval(), meta)
+    heat = grad_cam(model, torch.randint(0, 256, (2, 1, 48, 48), dtype=torch.uint8), target="happy")
+    assert heat.shape == (2, 48, 48) and heat[:, 4:44, 4:44].max() > 0
+    assert not heat[:, :4].any() and not heat[:, 44:].any() and not heat[:, :, :4].any() and not heat[:, :, 44:].any()

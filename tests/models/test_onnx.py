@@ -206,3 +206,24 @@ def test_export_replaces_only_its_own_files_unless_forced(tmp_path):
         export_onnx(model, tmp_path / "foreign.onnx")
     assert (tmp_path / "foreign.onnx").read_bytes() == foreign
     assert OnnxModel.load(mine).classes == CLASSES
+
+
+def test_a_crop_model_exports_and_applies_its_own_views_from_the_file(tmp_path):
+    prep = Preprocessing(40, 1, (0.3,), (0.2,), resize=48)
+    torch.manual_seed(0)
+    meta = ModelMeta("vgg_fer", CLASSES, prep, {"width": 0.25, "pool": True, "fc": 32}, 0.7, tta="tencrop")
+    module = build_model(meta).eval()
+    for layer in module.modules():  # statistics of a trained net, so that the outputs depend on the input
+        if isinstance(layer, nn.BatchNorm2d | nn.BatchNorm1d):
+            layer.running_mean.normal_(0, 0.5)
+            layer.running_var.uniform_(0.05, 0.5)
+    model = LoadedModel(module, meta)
+    path = export_onnx(model, tmp_path / "crop.onnx")
+    assert [d.dim_value for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim][1:] == [1, 40, 40]
+    onnx_model = OnnxModel.load(path, threads=1)
+    assert onnx_model.meta.tta == "tencrop" and onnx_model.meta.preprocessing.pixel_size == 48
+    pixels = _synthetic_pixels()[:12]  # (12, 1, 48, 48): the images, the views are cut from them
+    np.testing.assert_allclose(onnx_model.predict_proba(pixels), model.predict_proba(pixels, tta="tencrop"), atol=1e-4)
+    assert not np.allclose(onnx_model.predict_proba(pixels), onnx_model.predict_proba(pixels, tta="none"), atol=1e-4)
+    int8 = OnnxModel.load(export_onnx(model, tmp_path / "crop-int8.onnx", int8=True, calibration=pixels), threads=1)
+    assert (int8.predict_proba(pixels).argmax(1) == model.predict_proba(pixels).argmax(1)).mean() >= 0.75

@@ -184,3 +184,15 @@ def test_training_prints_no_lightning_advert_or_deprecation_and_counts_epochs_fr
     assert not [r for r in caplog.records if "litlogger" in r.getMessage()]
     out = capsys.readouterr().out
     assert "Epoch 1/1" in out and "Epoch 0" not in out
+
+
+def test_resume_with_changed_settings_is_refused_naming_them_and_with_the_same_ones_continues(tree, tmp_path, capsys):
+    run = _crashed_run(tree, tmp_path / "run")
+    config = (run / "config.yaml").read_bytes()
+    assert main(["train", "--resume", str(run), "--lr", "0.5", "data.crop=40"]) == 2
+    assert _errors(capsys.readouterr().err) == [
+        f"ferlab train: error: cannot resume {run} under a changed config: data.crop, optim.lr differ from its "
+        "config.yaml; resume it as it is (ferlab train --resume DIR alone), or train a new --out"]
+    assert (run / "config.yaml").read_bytes() == config
+    stored = load_config(run / "config.yaml")
+    assert main(["train", "--resume", str(run), f"optim.lr={stored.optim.lr}"]) == 0  # the same value is no change

@@ -22,7 +22,7 @@ from torch import nn
 from ferlab._io import check_new_folder, save_figure
 from ferlab.data.images import decode_image
 from ferlab.data.labels import canonical_label
-from ferlab.data.transforms import normalize, to_pixels
+from ferlab.data.transforms import normalize, to_pixels, tta_views
 from ferlab.errors import FerlabError
 from ferlab.models.ensemble import Ensemble
 from ferlab.models.io import LoadedModel, load_model
@@ -126,8 +126,9 @@ def grad_cam(
             the last convolution whose output is still spatial.
 
     Returns:
-        float32 (N, H, W) maps at input size, each scaled so that its maximum is 1 (all
-        zero where nothing speaks for the class).
+        float32 (N, H, W) maps at the pixels' size, each scaled so that its maximum is 1 (all
+        zero where nothing speaks for the class). A crop model explains its centre view, and
+        the border outside that view is zero.
 
     Raises:
         FerlabError: an ensemble, pixels that do not fit the model, an unknown layer or target.
@@ -137,13 +138,14 @@ def grad_cam(
     module, prep = model.module, model.meta.preprocessing
     if isinstance(module, Ensemble):
         raise FerlabError("grad_cam cannot explain an ensemble as a whole; explain each of its members")
-    expected = (prep.channels, prep.input_size, prep.input_size)
+    expected = (prep.channels, prep.pixel_size, prep.pixel_size)
     if pixels.dtype != torch.uint8 or pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
         raise FerlabError(f"grad_cam needs uint8 pixels (N, {', '.join(map(str, expected))}) from to_pixels, "
                           f"got {pixels.dtype} {tuple(pixels.shape)}")
     if not len(pixels):
-        return np.zeros((0, prep.input_size, prep.input_size), dtype=np.float32)
-    inputs = normalize(pixels, prep)  # (N, C, H, W) float32
+        return np.zeros((0, prep.pixel_size, prep.pixel_size), dtype=np.float32)
+    view = tta_views(pixels, "none", prep.input_size)[0]  # (N, C, S, S): a crop model's centre view
+    inputs = normalize(view, prep)  # (N, C, S, S) float32
     with _explaining(module):
         targets = _targets(model, pixels, target)  # in eval mode too: "predicted" runs the model
         chosen = _named_layer(module, layer) if layer is not None else _last_spatial_conv(module, inputs[:1])
@@ -154,8 +156,9 @@ def grad_cam(
             attribution = cam.attribute(batch, target=targets[start:start + batch_size], relu_attributions=True)
             if not isinstance(attribution, torch.Tensor) or attribution.dim() != 4:
                 raise FerlabError(f"layer {layer!r} has no spatial (N, C, h, w) output to explain; name a convolution")
-            maps.append(LayerAttribution.interpolate(attribution.detach(), expected[1:], "bilinear"))  # (B, 1, H, W)
-    heat = torch.cat(maps)[:, 0]  # (N, H, W), >= 0
+            maps.append(LayerAttribution.interpolate(attribution.detach(), view.shape[-2:], "bilinear"))
+    border = round((prep.pixel_size - prep.input_size) / 2)  # where tta_views (torchvision) starts the centre crop
+    heat = nn.functional.pad(torch.cat(maps)[:, 0], [border, prep.pixel_size - prep.input_size - border] * 2)  # (N, H, W)
     peak = heat.amax(dim=(1, 2), keepdim=True)
     return torch.where(peak > 0, heat / peak.clamp_min(1e-12), 0.0).numpy().astype(np.float32)
 

@@ -9,12 +9,13 @@ Each model's folder holds ``model.safetensors``, ``model.json`` and ``MODEL_CARD
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
 from ferlab.errors import FerlabError
 
-__all__ = ["BUNDLED", "DEFAULT_MODEL", "bundled_dir", "is_bundled", "resolve_model"]
+__all__ = ["BUNDLED", "DEFAULT_MODEL", "bundled_dir", "describe_bundled", "is_bundled", "resolve_model"]
 
 BUNDLED: dict[str, str] = {
     "fast": "real-time CNN for CPUs and video (the default)",
@@ -46,3 +47,16 @@ def is_bundled(model: str | Path) -> bool:
 def resolve_model(model: str | Path) -> Path:
     """A model argument as a path: a bundled name becomes its folder; anything else is taken as a path."""
     return bundled_dir(model) if is_bundled(model) else Path(model).expanduser()
+
+
+def describe_bundled(name: str) -> str:
+    """One line on bundled model `name`: its purpose, architecture, input and the test-time views it uses.
+
+    Read from its ``model.json`` as stored (no model is built), for ``ferlab models``.
+    """
+    meta = json.loads((bundled_dir(name) / "model.json").read_text(encoding="utf-8"))
+    prep = meta["preprocessing"]
+    size = prep["input_size"]
+    crop = f" crops of {prep['resize']}px images" if prep.get("resize") else ""
+    return (f"{name}: {BUNDLED[name]} ({meta['architecture']}, {size}x{size}x{prep['channels']}{crop}, "
+            f"test-time augmentation {meta.get('tta', 'none')})")
