@@ -78,6 +78,7 @@ def test_bf16_without_hardware_support_falls_back_to_fp32_with_one_warning(monke
     assert resolve_speed("vgg_fer", "32", True) == ("32", True)
 
 
+@pytest.mark.slow
 def test_bf16_and_fp32_training_reach_the_same_accuracy(tree, tmp_path):
     """Parity on a short run: bf16 autocast keeps fp32 master weights, so the result barely moves."""
     accuracies = {}
