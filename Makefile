@@ -15,10 +15,10 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev,serve]"
+	$(BIN)/python -m pip install -c constraints.txt -e ".[dev,serve]"
 	touch $@
 
 serve: setup
