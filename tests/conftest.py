@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 
 from tests.synthetic import make_samples, write_fer_csv, write_tree, write_zip
+
+
+@pytest.fixture(autouse=True)
+def _no_onnx_export_in_training(request, monkeypatch):
+    """Skip the ~2 s ONNX export at the end of each training run, except in tests marked ``onnx_export``.
+
+    Session fixtures (`trained_run`) are made before this applies, so they keep their model.onnx.
+    """
+    if request.node.get_closest_marker("onnx_export") is None:
+        for module in ("ferlab.training.train", "ferlab.models.ensemble"):  # the modules, not their functions
+            monkeypatch.setattr(importlib.import_module(module), "write_model_onnx", lambda model, directory: None)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from ferlab.evaluation.plots import plot_reliability
 from ferlab.models import load_model
 from ferlab.models.calibration import fit_calibration
 from ferlab.models.io import save_temperature
+from ferlab.models.onnx import ONNX_NAME, update_onnx_meta
 
 __all__ = ["calibrate"]
 
@@ -51,6 +52,8 @@ def calibrate(model: str | Path, data: str | Path, split: str = "val", out: str 
     logits = torch.from_numpy(loaded.predict_logits(dataset.pixels))  # (N, classes)
     calibration = fit_calibration(logits, dataset.targets, before=loaded.meta.temperature)
     meta_path = save_temperature(model, calibration.temperature)
+    if (meta_path.parent / ONNX_NAME).is_file():  # the export beside it carries the temperature too
+        update_onnx_meta(meta_path.parent / ONNX_NAME, load_model(model).meta)
     report = {
         "model": str(meta_path),
         "data": str(data),

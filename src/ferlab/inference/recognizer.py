@@ -24,9 +24,9 @@ from ferlab.data.transforms import check_tta, to_pixels
 from ferlab.errors import FerlabError
 from ferlab.inference.detect import Detector, Face, create_detector
 from ferlab.inference.faces import face_pixels, load_image
-from ferlab.models.bundled import bundled_dir
+from ferlab.models.bundled import bundled_dir, resolve_model
 from ferlab.models.io import LoadedModel, load_model
-from ferlab.models.onnx import OnnxModel, export_onnx
+from ferlab.models.onnx import ONNX_NAME, OnnxModel, export_onnx, stored_onnx
 
 __all__ = ["BACKENDS", "Classifier", "FaceResult", "Recognizer"]
 
@@ -73,6 +73,11 @@ def _classifier(model: str | Path | Classifier, backend: str) -> tuple[Classifie
     if backend == "auto" and importlib.util.find_spec("onnxruntime") is None:
         log.info("backend auto: onnxruntime is not installed, classifying on PyTorch")
         return loaded, "torch"
+    folder = None if isinstance(model, LoadedModel) else resolve_model(model)
+    stored = stored_onnx(folder, loaded.meta) if folder is not None and folder.is_dir() else None
+    if stored is not None:  # the run's own export (training and combine write it): no export at start-up
+        log.info("backend %s: classifying on ONNX Runtime (%s)", backend, ONNX_NAME)
+        return stored, "onnx"
     try:
         onnx_model = _exported(loaded)
     except FerlabError as err:

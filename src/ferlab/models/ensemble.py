@@ -25,6 +25,7 @@ from ferlab.data.transforms import Preprocessing
 from ferlab.errors import FerlabError
 from ferlab.models.io import LoadedModel, build_model, load_model, save_model
 from ferlab.models.meta import ModelMeta
+from ferlab.models.onnx import write_model_onnx
 from ferlab.models.registry import register_model
 
 __all__ = ["METHODS", "Ensemble", "ensemble", "save_ensemble"]
@@ -330,7 +331,9 @@ def save_ensemble(
     module = Ensemble(loaded, in_chans=prep.channels, input_size=prep.input_size, method=method, weights=weights,
                       names=names).eval()
     meta = ModelMeta("ensemble", module.classes, prep, module.stored_kwargs(), framing=_shared_framing(loaded, names))
-    return save_model(module, meta, out)
+    weights_path = save_model(module, meta, out)
+    write_model_onnx(LoadedModel(module, meta), out)
+    return weights_path
 
 
 def _shared_framing(members: Sequence[LoadedModel], names: Sequence[str]) -> dict[str, Framing]:

@@ -15,6 +15,7 @@ importing ferlab.models never pulls them in.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -36,10 +37,26 @@ from ferlab.models.meta import ModelMeta
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["META_KEY", "OnnxModel", "Parity", "check_parity", "dataset_pixels", "export_onnx", "generated_pixels"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "META_KEY",
+    "ONNX_NAME",
+    "OnnxModel",
+    "Parity",
+    "check_parity",
+    "dataset_pixels",
+    "export_onnx",
+    "generated_pixels",
+    "stored_onnx",
+    "update_onnx_meta",
+    "write_model_onnx",
+]
 
 #: The metadata_props key holding the model's ``model.json``.
 META_KEY = "ferlab.model"
+#: The export that training and `combine` write beside ``model.safetensors``, which inference loads as it is.
+ONNX_NAME = "model.onnx"
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
 #: Calibration images for static int8 quantisation when none are given.
@@ -214,6 +231,49 @@ def export_onnx(
         onnx.checker.check_model(proto, full_check=True)
         onnx.save_model(proto, tmp)
     return path
+
+
+def write_model_onnx(model: LoadedModel, directory: str | Path) -> Path | None:
+    """Export `model` to ``directory/model.onnx``, so that inference on the folder starts without exporting.
+
+    Returns:
+        The file, or None where the model cannot be exported (logged: the folder still works on PyTorch).
+    """
+    try:
+        return export_onnx(model, Path(directory) / ONNX_NAME, force=True)
+    except FerlabError as err:
+        log.warning("no %s in %s: %s", ONNX_NAME, directory, err)
+        return None
+
+
+def stored_onnx(folder: Path, meta: ModelMeta, threads: int | None = None) -> OnnxModel | None:
+    """``folder/model.onnx`` on ONNX Runtime when it is the export of the model described by `meta`, else None.
+
+    A file whose embedded metadata differs (the model was retrained or recalibrated after the
+    export, or the file is foreign or damaged) is passed over with one log line, never used.
+    """
+    path = folder / ONNX_NAME
+    if not path.is_file():
+        return None
+    try:
+        model = OnnxModel.load(path, threads)
+    except FerlabError as err:
+        log.info("passing over %s: %s", path, err)
+        return None
+    if model.meta.to_dict() != meta.to_dict():
+        log.info("passing over %s: it was exported from another version of the model in %s", path, folder)
+        return None
+    return model
+
+
+def update_onnx_meta(path: Path, meta: ModelMeta) -> None:
+    """Rewrite the ferlab metadata embedded in an export (after a new temperature), atomically."""
+    import onnx
+
+    proto = onnx.load(path)
+    onnx.helper.set_model_props(proto, {META_KEY: json.dumps(meta.to_dict())})
+    with atomic_path(path) as tmp:
+        onnx.save_model(proto, tmp)
 
 
 class OnnxModel(ModelBackend):

@@ -157,6 +157,8 @@ class TrainConfig:
         loggers: extra loggers besides metrics.csv: tensorboard, mlflow.
         calibrate: fit a temperature on the validation split after training and store it with
             the model, so its probabilities match its accuracy (see `ferlab.models.calibration`).
+        export_onnx: write ``model.onnx`` beside the weights, so that predict, video and serve
+            start on ONNX Runtime without exporting first.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -174,6 +176,7 @@ class TrainConfig:
     strategy: str = "auto"
     loggers: list[str] = field(default_factory=list)
     calibrate: bool = True
+    export_onnx: bool = True
     out: str = ""
 
     def validate(self) -> None:

@@ -40,6 +40,7 @@ from ferlab.data.framing import read_framing
 from ferlab.errors import FerlabError
 from ferlab.models import LoadedModel, ModelMeta, build_model, check_input, model_entry, save_model
 from ferlab.models.calibration import fit_calibration
+from ferlab.models.onnx import write_model_onnx
 from ferlab.training.callbacks import EpochMetricsCSV, EpochProgressBar, EpochSeeding, RunClock
 from ferlab.training.config import TrainConfig, changed_fields, config_to_yaml, load_config
 from ferlab.training.module import Classifier
@@ -278,8 +279,8 @@ def train(
 
     The run folder holds ``config.yaml`` (resolved), ``metrics.csv`` (one row per
     epoch), ``model.safetensors`` + ``model.json`` (the best epoch by validation
-    accuracy, with its temperature when `cfg.calibrate`), ``calibration.json`` (then)
-    and ``summary.json``.
+    accuracy, with its temperature when `cfg.calibrate`), ``calibration.json`` (then),
+    ``model.onnx`` (the same model for ONNX Runtime, when `cfg.export_onnx`) and ``summary.json``.
 
     Args:
         callbacks: extra Lightning callbacks (e.g. a hyperparameter search's pruning).
@@ -392,6 +393,8 @@ def train(
     if cfg.calibrate:
         meta = _calibrate(model, meta, val_set, run_dir)
     save_model(model, meta, run_dir)
+    if cfg.export_onnx:
+        write_model_onnx(LoadedModel(model.eval(), meta), run_dir)
     write_json(run_dir / "summary.json", {
         **{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(result).items()},
         "classes": classes,
