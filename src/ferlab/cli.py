@@ -554,7 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  ferlab evaluate --model fast accurate --data photos/ --detector yunet --out photo-eval   # whole photos",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("--model", nargs="+",
-                          help="run folder(s), model .safetensors file(s), or fast/accurate (default fast)")
+                          help="run folder(s), model .safetensors or exported .onnx file(s), or fast/accurate "
+                               "(default fast)")
     evaluate.add_argument("--data", required=True, help="class-folder tree, .zip or FER2013 .csv")
     evaluate.add_argument("--out", required=True, help="output folder")
     evaluate.add_argument("--split", default="auto", help="auto (test, else val, else a bare tree whole), all, train, val or test")

@@ -88,3 +88,16 @@ def test_missing_split_is_named(trained_run, samples, tmp_path):
     bare = write_tree(samples[:10], tmp_path / "bare", split=False)
     with pytest.raises(FerlabError, match="no 'test' split"):
         evaluate(load_model(trained_run), bare, tmp_path / "eval", split="test")
+
+
+def test_an_exported_onnx_file_evaluates_like_its_run(trained_run, tree, tmp_path, capsys):
+    from ferlab.cli import main
+    from ferlab.models.onnx import export_onnx
+
+    path = export_onnx(trained_run, tmp_path / "model.onnx")
+    assert main(["evaluate", "--model", str(path), "--data", str(tree), "--out", str(tmp_path / "onnx")]) == 0
+    from_onnx = json.loads((tmp_path / "onnx" / "metrics.json").read_text())
+    from_run = evaluate(trained_run, tree, tmp_path / "run")
+    assert from_onnx["model"] == str(path) and from_onnx["accuracy"] == from_run["accuracy"]
+    assert from_onnx["log_loss"] == pytest.approx(from_run["log_loss"], abs=1e-5)
+    assert (tmp_path / "onnx" / "mistakes.png").is_file() and not (tmp_path / "onnx" / "mistakes_gradcam.png").exists()

@@ -19,7 +19,9 @@ from ferlab.evaluation.metrics import classification_metrics
 from ferlab.evaluation.plots import plot_confusion_matrix, plot_precision_recall, plot_reliability, plot_roc
 from ferlab.inference.detect import Detector, create_detector
 from ferlab.inference.photos import FaceDecoder
-from ferlab.models import LoadedModel, load_model
+from ferlab.models import LoadedModel
+from ferlab.models.backend import ModelBackend
+from ferlab.models.onnx import load_classifier
 
 __all__ = ["Evaluation", "choose_split", "evaluate", "evaluate_model", "write_evaluation"]
 
@@ -66,7 +68,7 @@ def shared_classes(table: SampleTable, classes: Iterable[str]) -> tuple[SampleTa
 class Evaluation:
     """A model's outputs on a dataset, kept in memory for writing, reports and paired comparisons."""
 
-    model: LoadedModel
+    model: ModelBackend
     dataset: ImageDataset
     logits: np.ndarray  # (N, classes), averaged over the TTA views, before temperature scaling
     probs: np.ndarray  # (N, classes), calibrated
@@ -118,7 +120,7 @@ def _photo_metrics(decoder: FaceDecoder, table: SampleTable, correct: np.ndarray
 
 
 def evaluate_model(
-    model: str | Path | LoadedModel,
+    model: str | Path | ModelBackend,
     data: str | Path,
     split: str = "auto",
     tta: str | None = None,
@@ -131,6 +133,7 @@ def evaluate_model(
     """Predict `data`'s `split` with `model` and compute every metric; writes nothing.
 
     Args:
+        model: a bundled name, run folder, model file or ``.onnx`` export (`load_classifier`), or a loaded model.
         tta: test-time augmentation, ``none``, ``flip`` or ``tencrop``; None: the model's own (`ModelMeta.tta`).
         merge: relabel the data's classes first, e.g. ``{"neutral": ["contempt"]}``.
         detector: ``none``: the images are face crops. ``yunet`` or ``haar`` (or a detector):
@@ -143,7 +146,7 @@ def evaluate_model(
     Raises:
         FerlabError: bad paths, a missing split, no image of a class the model predicts, or no face in any photo.
     """
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    loaded = load_classifier(model)
     tta = loaded.resolve_tta(tta)
     table = choose_split(open_dataset(data), split)
     if merge:
@@ -164,7 +167,7 @@ def evaluate_model(
     logits = loaded.predict_logits(dataset.pixels, tta=tta)
     probs = softmax(logits / loaded.meta.temperature, axis=1)
     metrics = {
-        "model": str(model) if not isinstance(model, LoadedModel) else loaded.meta.architecture,
+        "model": str(model) if not isinstance(model, ModelBackend) else loaded.meta.architecture,
         "architecture": loaded.meta.architecture,
         "data": str(data),
         "split": "+".join(name or "unsplit" for name in table.splits()),
@@ -207,6 +210,9 @@ def write_evaluation(evaluation: Evaluation, out: str | Path, gallery: int = 32)
         "mistakes": mistake_gallery(evaluation.dataset.pixels, targets, probs, classes, out / "mistakes.png", n=gallery),
         "class_examples": class_gallery(evaluation.dataset.pixels, targets, probs, classes, out / "class_examples.png"),
     }
+    if not isinstance(evaluation.model, LoadedModel):
+        log.info("no Grad-CAM gallery: an ONNX model has no gradients to explain; evaluate its run folder for one")
+        return files
     try:
         files["mistakes_gradcam"] = mistake_gallery(evaluation.dataset.pixels, targets, probs, classes,
                                                     out / "mistakes_gradcam.png", n=min(gallery, 16), gradcam=evaluation.model)
@@ -216,7 +222,7 @@ def write_evaluation(evaluation: Evaluation, out: str | Path, gallery: int = 32)
 
 
 def evaluate(
-    model: str | Path | LoadedModel,
+    model: str | Path | ModelBackend,
     data: str | Path,
     out: str | Path,
     split: str = "auto",

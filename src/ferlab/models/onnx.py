@@ -31,6 +31,7 @@ from ferlab._io import atomic_path
 from ferlab.data.transforms import Preprocessing, normalize, tta_views
 from ferlab.errors import FerlabError
 from ferlab.models.backend import ModelBackend
+from ferlab.models.bundled import is_bundled
 from ferlab.models.io import LoadedModel, load_model
 from ferlab.models.meta import ModelMeta
 
@@ -48,6 +49,7 @@ __all__ = [
     "dataset_pixels",
     "export_onnx",
     "generated_pixels",
+    "load_classifier",
     "stored_onnx",
     "update_onnx_meta",
     "write_model_onnx",
@@ -344,3 +346,17 @@ def check_parity(torch_model: LoadedModel, onnx_model: OnnxModel, pixels: torch.
     got = onnx_model.predict_proba(pixels)
     changed = float(np.mean(expected.argmax(1) != got.argmax(1))) if len(pixels) else 0.0
     return Parity(len(pixels), float(np.abs(expected - got).max(initial=0.0)), changed)
+
+
+def load_classifier(model: str | Path | ModelBackend) -> ModelBackend:
+    """A saved model on the runtime its file needs: an ``.onnx`` export on ONNX Runtime, anything else
+    (a bundled name, run folder, ``.safetensors`` or ``.json``) on PyTorch; a loaded model as it is.
+
+    Raises:
+        FerlabError: no model at `model`, or a file that is not one.
+    """
+    if isinstance(model, ModelBackend):
+        return model
+    if not is_bundled(model) and Path(model).suffix.lower() == ".onnx":
+        return OnnxModel.load(model)
+    return load_model(model)
