@@ -9,8 +9,7 @@ import torch
 from ferlab.data import ImageDataset, open_dataset
 from ferlab.errors import FerlabError
 from ferlab.models import load_model
-from ferlab.training import load_config, resume, train
-from ferlab.training import speed
+from ferlab.training import load_config, resume, speed, train
 from ferlab.training.speed import resolve_speed
 
 
