@@ -9,6 +9,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from ferlab import __version__
 from ferlab.errors import FerlabError
@@ -16,6 +17,8 @@ from ferlab.errors import FerlabError
 log = logging.getLogger("ferlab")
 
 TTA_CHOICES = ("none", "flip", "tencrop")  # ferlab.data.transforms.TTA_MODES, without importing torch for --help
+#: Share of images on which an export may change the top answer before `ferlab export` warns.
+MAX_EXPORT_DISAGREEMENT = 0.01
 TTA_HELP = "test-time augmentation (default: the model's own, listed by `ferlab models`)"
 DETECTOR_CHOICES = ("haar", "yunet", "none")  # ferlab.inference.detect.DETECTORS, without importing OpenCV for --help
 BACKEND_CHOICES = ("auto", "torch", "onnx")  # ferlab.inference.recognizer.BACKENDS
@@ -264,8 +267,14 @@ def _export(args: argparse.Namespace) -> None:
     path = export_onnx(model, args.out, int8=args.int8, calibration=real, force=args.force)
     sample = real if real is not None else generated_pixels(prep, seed=1)
     parity = check_parity(model, OnnxModel.load(path), sample)
+    images = "--calibration" if real is not None else "generated"
     print(f"{'int8' if args.int8 else 'fp32'} ONNX model written to {path} ({path.stat().st_size / 1e6:.2f} MB); "
-          f"parity with PyTorch on {'--calibration' if real is not None else 'generated'} images: {parity}")
+          f"parity with PyTorch on {images} images: {parity}")
+    if parity.top1_changed > MAX_EXPORT_DISAGREEMENT:
+        log.warning("the export changes the top answer on %.2f%% of the %s images (more than %.0f%%)%s; compare it on "
+                    "real faces with `ferlab evaluate --model %s`, or export without --int8",
+                    100 * parity.top1_changed, images, 100 * MAX_EXPORT_DISAGREEMENT,
+                    "" if real is not None else ", and generated images are not faces: pass --calibration DATA", path)
 
 
 def _api(args: argparse.Namespace) -> None:
@@ -691,11 +700,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at each message, not the stream of the first call to `main`.
+
+    A library user (or a test) who calls `main` again after replacing sys.stderr would
+    otherwise log into a closed stream.
+    """
+
+    @property
+    def stream(self) -> TextIO:  # logging.StreamHandler reads and sets this attribute
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Only ferlab's own logger: Lightning already prints its messages through its own handler.
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)

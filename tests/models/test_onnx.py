@@ -131,6 +131,18 @@ def test_cli_writes_the_file_and_reports_parity(trained_run, tmp_path, capsys):
     assert out.is_file() and "fp32 ONNX model written to" in printed and " MB" in printed
     assert "top-1 changed on 0.00% of 64 images" in printed
     assert OnnxModel.load(out).classes == CLASSES
+    assert "changes the top answer" not in capsys.readouterr().err
+
+
+def test_cli_warns_when_an_export_changes_more_than_one_answer_in_a_hundred(trained_run, tmp_path, capsys,
+                                                                            monkeypatch):
+    from ferlab.models import onnx as onnx_module
+
+    monkeypatch.setattr(onnx_module, "check_parity", lambda *args: onnx_module.Parity(64, 0.2, 0.0742))
+    assert main(["export", "--model", str(trained_run), "--out", str(tmp_path / "int8.onnx"), "--int8"]) == 0
+    err = capsys.readouterr().err
+    assert "the export changes the top answer on 7.42% of the generated images (more than 1%)" in err
+    assert "pass --calibration DATA" in err and f"ferlab evaluate --model {tmp_path / 'int8.onnx'}" in err
 
 
 def test_missing_model_errors_cleanly(tmp_path, capsys):
