@@ -109,3 +109,27 @@ def test_channels_last_training_keeps_the_saved_weights_contiguous(crop_run):
     weights = load_file(str(crop_run / "model.safetensors"))
     assert all(t.is_contiguous() for t in weights.values())
     assert torch.isfinite(torch.cat([t.float().flatten() for t in weights.values()])).all()
+
+
+def test_a_student_distilled_from_a_teacher_beats_chance_and_keeps_only_its_own_weights(crop_run, tree, tmp_path):
+    out = tmp_path / "student"
+    train(load_config(values={
+        "data.path": str(tree), "model.name": "baseline_cnn", "epochs": 4, "out": str(out), "data.batch_size": 32,
+        "data.crop": 40, "distill.teacher": str(crop_run), "distill.weight": 0.7, "distill.temperature": 3.0,
+    }))
+    student = load_model(out)
+    test = ImageDataset(open_dataset(tree).split("test"), student.classes, student.meta.preprocessing)
+    assert (student.predict_proba(test.pixels).argmax(1) == test.targets.numpy()).mean() >= 0.8
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert state and all(key.startswith("model.") for key in state)  # the student's weights, no teacher's
+
+
+def test_a_teacher_with_other_input_or_classes_is_refused_by_name(crop_run, trained_run, tree, tmp_path):
+    base = {"data.path": str(tree), "model.name": "baseline_cnn", "epochs": 1, "out": str(tmp_path / "run")}
+    with pytest.raises(FerlabError, match=r"config field distill.teacher: .* takes Preprocessing\(input_size=40"):
+        train(load_config(values={**base, "distill.teacher": str(crop_run)}))  # the student sees whole 48-px images
+    with pytest.raises(FerlabError, match=r"config field distill.teacher: .* predicts \['angry', 'happy', 'neutral'\]"):
+        train(load_config(values={**base, "distill.teacher": str(trained_run), "data.classes": ["angry", "happy"]}))
+    with pytest.raises(FerlabError, match="config field distill.teacher: no model at"):
+        train(load_config(values={**base, "distill.teacher": str(tmp_path / "nowhere")}))
+    assert not (tmp_path / "run").exists()

@@ -23,6 +23,7 @@ from ferlab.training.optim import OPTIMIZERS, SCHEDULES
 
 __all__ = [
     "DataConfig",
+    "DistillConfig",
     "ModelConfig",
     "OptimConfig",
     "ScheduleConfig",
@@ -78,6 +79,22 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     cache_dir: str | None = None
     framing: str | None = None
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation (Hinton et al. 2015): the student also learns a trained teacher's soft outputs.
+
+    Attributes:
+        teacher: a saved model (run folder, bundled name or model file) with the student's classes and
+            preprocessing; None: no distillation.
+        weight: share of the loss taken by the teacher term (the rest is cross-entropy on the labels).
+        temperature: softens both outputs before they are compared; the term is scaled by its square.
+    """
+
+    teacher: str | None = None
+    weight: float = 0.5
+    temperature: float = 4.0
 
 
 @dataclass
@@ -165,6 +182,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     epochs: int = 30
     patience: int = 5
     seed: int = 0
@@ -199,6 +217,8 @@ class TrainConfig:
             (self.data.channels in (None, 1, 3), "data.channels", "must be 1 or 3"),
             (self.data.crop is None or self.data.crop >= 1, "data.crop", "must be a positive size in pixels"),
             (self.data.tta in TTA_MODES, "data.tta", f"must be one of {TTA_MODES}"),
+            (0 <= self.distill.weight <= 1, "distill.weight", "must lie in [0, 1]"),
+            (self.distill.temperature > 0, "distill.temperature", "must be positive"),
             (self.data.balance in BALANCING, "data.balance", f"must be one of {BALANCING}"),
             (0 < self.data.val_fraction < 1, "data.val_fraction", "must lie between 0 and 1"),
             (0 <= self.data.test_fraction < 1 - self.data.val_fraction, "data.test_fraction", "must lie in [0, 1 - val_fraction)"),

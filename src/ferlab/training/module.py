@@ -43,6 +43,9 @@ class Classifier(L.LightningModule):
             their running statistics (they stay in eval mode while training).
         channels_last: keep weights and inputs in the channels-last memory format (faster
             convolutions on CPUs and GPUs, see `ferlab.training.speed`).
+        teacher: a trained model whose softened outputs the student also learns (distillation), fed
+            the same normalised batches; it stays frozen, in eval mode, and out of the checkpoints.
+        distill_weight, distill_temperature: see `ferlab.training.config.DistillConfig`.
     """
 
     def __init__(
@@ -60,6 +63,9 @@ class Classifier(L.LightningModule):
         batch_mixing: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
         freeze: str = "none",
         channels_last: bool = False,
+        teacher: nn.Module | None = None,
+        distill_weight: float = 0.5,
+        distill_temperature: float = 4.0,
     ) -> None:
         super().__init__()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -75,6 +81,10 @@ class Classifier(L.LightningModule):
             apply_freeze(model, freeze)
         self.register_buffer("class_weights", class_weights)
         self.batch_mixing = batch_mixing
+        # In a tuple, not an attribute: a registered submodule would be trained, saved and counted with the student.
+        self.teacher = () if teacher is None else (teacher.eval().requires_grad_(False).to(memory_format=self.memory_format),)
+        self.distill_weight = distill_weight
+        self.distill_temperature = distill_temperature
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
 
@@ -90,10 +100,21 @@ class Classifier(L.LightningModule):
         accuracy(logits, targets if targets.ndim == 1 else targets.argmax(dim=1))
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets))
         self.log(f"{stage}_acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        if stage == "train" and self.teacher:  # logged loss stays the labels' cross-entropy, comparable to val_loss
+            loss = (1 - self.distill_weight) * loss + self.distill_weight * self._distillation(images, logits)
         if stage == "train" and self.l1:
             kernels = [p for p in self.model.parameters() if p.requires_grad and p.ndim > 1]
             loss = loss + self.l1 * sum(p.abs().sum() for p in kernels)  # logged loss stays the data term
         return loss
+
+    def _distillation(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """KL divergence of the student's softened outputs from the teacher's, times T squared (Hinton et al.)."""
+        t = self.distill_temperature
+        (teacher,) = self.teacher
+        teacher.to(images.device)
+        with torch.no_grad():
+            targets = F.softmax(teacher(images.contiguous(memory_format=self.memory_format)).float() / t, dim=1)
+        return F.kl_div(F.log_softmax(logits.float() / t, dim=1), targets, reduction="batchmean") * t * t
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train", self.train_acc)

@@ -38,7 +38,7 @@ from ferlab.data import (
 )
 from ferlab.data.framing import read_framing
 from ferlab.errors import FerlabError
-from ferlab.models import LoadedModel, ModelMeta, build_model, check_input, model_entry, save_model
+from ferlab.models import LoadedModel, ModelMeta, build_model, check_input, load_model, model_entry, save_model
 from ferlab.models.calibration import fit_calibration
 from ferlab.models.onnx import write_model_onnx
 from ferlab.training.callbacks import EpochMetricsCSV, EpochProgressBar, EpochSeeding, RunClock
@@ -89,6 +89,27 @@ def _resolve_preprocessing(cfg: TrainConfig) -> Preprocessing:
         return dataclasses.replace(prep, input_size=crop or size, resize=size if crop else None)
     except ValueError as err:
         raise FerlabError(f"config field {'data.crop' if crop else 'data.image_size'}: {err}") from None
+
+
+def _teacher(cfg: TrainConfig, classes: Sequence[str], prep: Preprocessing) -> nn.Module | None:
+    """The distillation teacher's module, once it predicts the student's classes from the same input.
+
+    Raises:
+        FerlabError: no model at ``distill.teacher``, or one with other classes or preprocessing (named).
+    """
+    if cfg.distill.teacher is None:
+        return None
+    try:
+        teacher = load_model(cfg.distill.teacher)
+    except FerlabError as err:
+        raise FerlabError(f"config field distill.teacher: {err}") from None
+    if tuple(teacher.classes) != tuple(classes):
+        raise FerlabError(f"config field distill.teacher: {cfg.distill.teacher} predicts {list(teacher.classes)}, "
+                          f"the student {list(classes)}; distill from a teacher of the same classes, in that order")
+    if teacher.meta.preprocessing != prep:
+        raise FerlabError(f"config field distill.teacher: {cfg.distill.teacher} takes {teacher.meta.preprocessing}, "
+                          f"the student {prep}; both are fed the same batches, so they need the same preprocessing")
+    return teacher.module
 
 
 def _unstarted(run_dir: Path) -> bool:
@@ -306,6 +327,7 @@ def train(
     table = prepare_splits(table, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed, groups=cfg.data.groups)
     _check_val_split(table, cfg)
     prep = _resolve_preprocessing(cfg)
+    teacher = _teacher(cfg, classes, prep)
     kwargs = {**cfg.model.kwargs, **({"pretrained": cfg.model.pretrained} if cfg.model.pretrained else {})}
     framing = read_framing(cfg.data.framing) if cfg.data.framing else {}
     meta = ModelMeta(cfg.model.name, tuple(classes), prep, kwargs, framing=framing, tta=cfg.data.tta)
@@ -353,6 +375,9 @@ def train(
         batch_mixing=mixing,
         freeze=cfg.model.freeze,
         channels_last=channels_last,
+        teacher=teacher,
+        distill_weight=cfg.distill.weight,
+        distill_temperature=cfg.distill.temperature,
     )
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_acc", mode="max")
     # Every epoch, improved or not (save_last only follows saved best ones), once the epoch has fully ended.
