@@ -6,7 +6,8 @@ from ferlab.models import model_entry
 from ferlab.training import load_config
 from ferlab.training.optim import OPTIMIZERS
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted([*(ROOT / "configs").glob("*.yaml"), *(ROOT / "configs" / "crop").glob("*.yaml")])
 
 
 def test_the_classic_studies_ship():
@@ -21,3 +22,10 @@ def test_every_shipped_config_loads_and_validates(path, tmp_path):
     cfg.validate()
     model_entry(cfg.model.name)
     assert cfg.optim.name in OPTIMIZERS
+
+
+def test_the_crop_recipes_train_on_crops_with_their_stored_views(tmp_path):
+    for name in ("vgg_fer", "vgg_fer-half", "vgg_fer-half-distill"):
+        cfg = load_config(ROOT / "configs" / "crop" / f"{name}.yaml", values={"data.path": "faces/", "out": "run"})
+        assert (cfg.data.image_size, cfg.data.crop, cfg.data.tta) == (48, 40, "tencrop")
+        assert (cfg.optim.name, cfg.optim.nesterov, cfg.model.kwargs["pool"]) == ("sgd", True, True)
