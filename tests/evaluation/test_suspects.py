@@ -149,6 +149,16 @@ def test_given_models_are_flagged_in_sample(continued, tmp_path):
     assert not (tmp_path / "test" / "suspects.png").exists()
 
 
+def test_a_model_is_recognised_in_sample_by_its_training_sketch_without_its_config(continued, tmp_path):
+    data, out, _, _ = continued
+    alone = tmp_path / "model"
+    alone.mkdir()
+    for name in ("model.safetensors", "model.json"):  # as a bundled model ships: no config.yaml naming its data
+        shutil.copyfile(out / "folds" / "fold0" / name, alone / name)
+    assert find_suspects(data, tmp_path / "given", models=[alone], gallery=0).in_sample == (str(alone),)
+    assert find_suspects(data, tmp_path / "test", models=[alone], split="test", gallery=0).in_sample == ()
+
+
 def test_out_must_be_new_or_the_same_run(continued, tmp_path):
     data, out, _, _ = continued
     with pytest.raises(FerlabError, match="other settings .*training"):

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 DEFAULT_EPOCHS = 10
 #: cleanlab's score for ranking; its docs find the margin best for a label swapped with another class of the set.
 QUALITY_METHOD = "normalized_margin"
+#: A model whose training images make up at least this share of the scored ones scores them in-sample.
+IN_SAMPLE_SHARE = 0.5
 SETTINGS_FILE = "settings.json"
 
 
@@ -224,8 +226,14 @@ def _out_of_fold(table: SampleTable, cfg: TrainConfig, folds: int, out: Path) ->
     return scores, classes, reused
 
 
-def _trained_on(model: str | Path, data: Path, table: SampleTable) -> bool:
-    """Whether the run folder of `model` trained on `table`'s samples, as far as its config.yaml tells."""
+def _trained_on(model: str | Path, loaded: LoadedModel, data: Path, table: SampleTable, scores: _Scores) -> bool:
+    """Whether `model` trained on these images: by the sketch of its training images where it has one
+    (bundled models, runs of this version), else by the data its run's config.yaml names."""
+    sketch = loaded.meta.training_data
+    share = sketch.share_of(scores.pixels.numpy()) if sketch is not None else None
+    if share is not None:
+        log.info("%s: about %.0f%% of these images were among its %d training images", model, 100 * share, sketch.samples)
+        return share >= IN_SAMPLE_SHARE
     path = Path(model).expanduser()
     config = (path if path.is_dir() else path.parent) / "config.yaml"
     if not config.is_file():
@@ -256,11 +264,12 @@ def _given_models(table: SampleTable, models: Sequence[str | Path], data: Path) 
     if len(classes) < 2:
         raise FerlabError(f"{table.origin} has images of {len(classes)} of the models' classes {list(loaded[0].classes)}; "
                           "finding suspects needs at least two")
-    in_sample = [str(m) for m in models if _trained_on(m, data, table)]
+    scores = _predict(loaded, table, classes)
+    in_sample = [str(m) for m, model in zip(models, loaded) if _trained_on(m, model, data, table, scores)]
     if in_sample:
         log.warning("%s trained on these images: their probabilities are in-sample and agree with wrong labels they "
                     "memorised, so suspects are missed; prefer out-of-fold models (leave out models=)", ", ".join(in_sample))
-    return _predict(loaded, table, classes), classes, in_sample
+    return scores, classes, in_sample
 
 
 def _rank(scores: _Scores, classes: Sequence[str]) -> tuple[list[Suspect], np.ndarray]:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ferlab.data.fingerprint import DataSketch
 from ferlab.data.framing import Framing
 from ferlab.data.labels import canonical_label
 from ferlab.data.transforms import Preprocessing, check_tta
@@ -37,6 +38,8 @@ class ModelMeta:
             framing was stored have none).
         tta: the test-time augmentation the model is evaluated and used with (`tta_views`):
             evaluate, predict, serve and ONNX export apply it unless told otherwise.
+        training_data: a sketch of the decoded training images (`ferlab.data.fingerprint`), so
+            that scoring them later can be recognised as in-sample; None for models saved before.
 
     Raises:
         FerlabError: a temperature outside `TEMPERATURE_LIMITS`.
@@ -49,6 +52,7 @@ class ModelMeta:
     temperature: float = 1.0
     framing: Mapping[str, Framing] = field(default_factory=dict)
     tta: str = "none"
+    training_data: DataSketch | None = None
 
     def framing_for(self, detector: str) -> Framing:
         """The framing of faces found by `detector` (a detector's name)."""
@@ -70,6 +74,7 @@ class ModelMeta:
         data["classes"] = list(self.classes)
         data["preprocessing"] = {k: list(v) if isinstance(v, tuple) else v for k, v in data["preprocessing"].items()}
         data["framing"] = {name: framing.to_dict() for name, framing in self.framing.items()}
+        data["training_data"] = None if self.training_data is None else self.training_data.to_dict()
         return {"format_version": FORMAT_VERSION, **data}
 
     @classmethod
@@ -93,6 +98,7 @@ class ModelMeta:
                 temperature=data.get("temperature", 1.0),  # absent in models saved before calibration existed
                 framing=_read_framing(data.get("framing", {})),  # absent before framing was stored
                 tta=str(data.get("tta", "none")),  # absent before models carried their test-time views
+                training_data=_read_sketch(data.get("training_data")),
             )
         except KeyError as err:
             raise FerlabError(f"{source}: missing field {err}") from None
@@ -105,3 +111,8 @@ def _read_framing(data: Any) -> dict[str, Framing]:
     if not isinstance(data, Mapping):
         raise FerlabError(f"field framing must map detector names to framing records, got {type(data).__name__}")
     return {str(name): Framing.from_dict(record, f"framing[{name!r}]") for name, record in data.items()}
+
+
+def _read_sketch(data: Any) -> DataSketch | None:
+    """None where a model predates training-data sketches; raises FerlabError for a damaged one."""
+    return None if data is None else DataSketch.from_dict(data, "field training_data")

@@ -36,6 +36,7 @@ from ferlab.data import (
     prepare_splits,
     select_classes,
 )
+from ferlab.data.fingerprint import DataSketch
 from ferlab.data.framing import read_framing
 from ferlab.errors import FerlabError
 from ferlab.models import LoadedModel, ModelMeta, build_model, check_input, load_model, model_entry, save_model
@@ -345,6 +346,7 @@ def train(
     if mixing is not None and train_set.soft_targets is not None:
         raise FerlabError(f"{cfg.data.path} has soft labels (votes); mixup and cutmix need hard labels, set data.augment.mixup=0 data.augment.cutmix=0")
 
+    meta = dataclasses.replace(meta, training_data=DataSketch.from_pixels(train_set.pixels))
     run_dir.mkdir(parents=True, exist_ok=True)
     precision, channels_last = resolve_speed(cfg.model.name, cfg.precision, cfg.channels_last, cfg.accelerator)
     resolved = dataclasses.replace(
