@@ -185,3 +185,41 @@ def test_evaluate_defaults_to_the_bundled_model_and_takes_a_detector(tree, tmp_p
     assert "found no face in any of its 30 photos" in capsys.readouterr().err
     assert main(["evaluate", "--data", str(tree), "--out", str(tmp_path / "m"), "--margin", "0.1"]) == 2
     assert "margin applies to faces found by a detector" in capsys.readouterr().err
+
+
+def _subcommands(parser, path=()):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from _subcommands(sub, (*path, name))
+
+
+def test_every_subcommand_help_shows_examples_of_itself():
+    from ferlab.cli import build_parser
+
+    for path, sub in _subcommands(build_parser()):
+        text = sub.format_help()
+        assert "examples:" in text or "example" in text, path
+        if path != ("data",):
+            assert f"ferlab {' '.join(path)}" in text.split("example", 1)[1], path
+
+
+def test_a_mistyped_input_fails_before_the_model_is_loaded(tmp_path, capsys, monkeypatch):
+    import importlib
+
+    from ferlab.inference import predictor
+
+    evaluate_module = importlib.import_module("ferlab.evaluation.evaluate")  # the module, not its function
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(predictor, "Recognizer", never)
+    monkeypatch.setattr(evaluate_module, "load_classifier", never)
+    assert main(["predict", str(tmp_path / "nope.jpg"), "--out", str(tmp_path / "pred")]) == 2
+    assert "nope.jpg" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "eval")]) == 2
+    assert "nowhere" in capsys.readouterr().err

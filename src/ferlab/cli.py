@@ -43,11 +43,16 @@ EXAMPLES = """examples:
   ferlab tune --space configs/search/cnn.yaml --data faces/ --out runs/tune --trials 20 --epochs 10
   ferlab data scan my-faces/ --out scan/ && ferlab data clean my-faces/ --quarantine quarantine/
   ferlab data split ckplus/ --ratios 70/10/20 --groups ckplus --out ckplus-split/
+  ferlab models          # every registered architecture, and the bundled models with their TTA
+  ferlab models vgg_fer  # one architecture's layers
+  ferlab compare configs/compare/sgd_vs_adam.yaml --data fer2013-train-val.zip --out runs/sgd_vs_adam
+  ferlab api --model runs/cnn3 --port 8000
 """
 
 DATA_EXAMPLES = """examples:
   ferlab data scan fer2013-train-val.zip --out scan/
-  ferlab data clean faces/ --quarantine faces-quarantine/ && ferlab data restore faces-quarantine/
+  ferlab data clean faces/ --quarantine faces-quarantine/
+  ferlab data restore faces-quarantine/
   ferlab data stats fer2013-train-val.zip --out stats/
   ferlab data split faces/ --ratios 80/20 --subsample 5000 --out faces-small/ --format csv
   ferlab data split jaffe/ --kfold 5 --groups jaffe --out jaffe-folds/
@@ -697,7 +702,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_options(api, several_models=True)
     api.set_defaults(run=_api)
     _add_data_commands(commands)
+    _add_examples(commands)
     return parser
+
+
+def _add_examples(commands: argparse._SubParsersAction) -> None:
+    """Give every subcommand without examples of its own the lines of `EXAMPLES` (or `DATA_EXAMPLES`) that use it."""
+    for name, sub in commands.choices.items():
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        for action in nested:
+            _add_examples(action)
+        prefix = f"ferlab {sub.prog.split(' ', 1)[1]} " if " " in sub.prog else f"ferlab {name} "
+        lines = [line for line in (EXAMPLES + DATA_EXAMPLES).splitlines() if line.strip().startswith(prefix)]
+        if sub.epilog is None and lines:
+            sub.epilog = "examples:\n" + "\n".join(dict.fromkeys(lines))
+            sub.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -146,9 +146,9 @@ def evaluate_model(
     Raises:
         FerlabError: bad paths, a missing split, no image of a class the model predicts, or no face in any photo.
     """
+    table = choose_split(open_dataset(data), split)  # before the model: a mistyped path fails at once
     loaded = load_classifier(model)
     tta = loaded.resolve_tta(tta)
-    table = choose_split(open_dataset(data), split)
     if merge:
         table = merge_classes(table, merge)
     table, left_out = shared_classes(table, loaded.classes)

@@ -164,10 +164,10 @@ def predict_files(
     Raises:
         FerlabError: a missing input, options the Recognizer refuses, or no readable image at all.
     """
-    recognizer = Recognizer(model, detector, backend=backend, tta=tta, detector_path=detector_path, margin=margin)
-    paths = expand_inputs(inputs)
+    paths = expand_inputs(inputs)  # before the model: a mistyped path fails at once, not after the load
     if not paths:
         raise FerlabError("no input images given")
+    recognizer = Recognizer(model, detector, backend=backend, tta=tta, detector_path=detector_path, margin=margin)
     out = Path(out)
     classes = list(recognizer.classes)
     crops = recognizer.detector.name == "none"
