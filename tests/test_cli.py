@@ -30,9 +30,9 @@ def test_train_evaluate_predict(tree, tmp_path, capsys):
     assert "30 faces in 30 images (0 without a face" in capsys.readouterr().out
 
 
-def test_expected_errors_exit_non_zero_without_traceback(tmp_path):
+def test_expected_errors_exit_non_zero_without_traceback(tree, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "ferlab.cli", "evaluate", "--model", str(tmp_path), "--data", str(tmp_path / "none"),
+        [sys.executable, "-m", "ferlab.cli", "evaluate", "--model", str(tmp_path), "--data", str(tree),
          "--out", str(tmp_path / "o")],
         capture_output=True, text=True,
     )
