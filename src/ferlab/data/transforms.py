@@ -22,7 +22,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ferlab.errors import FerlabError
 
-__all__ = ["TTA_MODES", "Preprocessing", "check_tta", "normalize", "to_pixels", "tta_views"]
+__all__ = ["TTA_MODES", "Preprocessing", "check_pixels", "check_tta", "normalize", "to_pixels", "tta_views"]
 
 TTA_MODES = ("none", "flip", "tencrop")
 # An empty input is no image, and a larger one than this in a hostile model.json would allocate without bound.
@@ -94,6 +94,14 @@ def to_pixels(
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def check_pixels(pixels: torch.Tensor, prep: Preprocessing, what: str = "pixels") -> None:
+    """Raises: FerlabError: `pixels` are not uint8 (N, C, R, R) of the model's channels and pixel size."""
+    expected = (prep.channels, prep.pixel_size, prep.pixel_size)
+    if pixels.dtype != torch.uint8 or pixels.ndim != 4 or tuple(pixels.shape[1:]) != expected:
+        raise FerlabError(f"{what} must be uint8 (N, {', '.join(map(str, expected))}) as to_pixels makes them, "
+                          f"got {pixels.dtype} {tuple(pixels.shape)}")
 
 
 def normalize(pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:

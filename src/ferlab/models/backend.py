@@ -11,8 +11,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
-from ferlab.data.transforms import check_tta, tta_views
-from ferlab.errors import FerlabError
+from ferlab.data.transforms import check_pixels, check_tta, tta_views
 from ferlab.models.meta import ModelMeta
 
 __all__ = ["ModelBackend"]
@@ -59,10 +58,7 @@ class ModelBackend(ABC):
         """
         mode = self.resolve_tta(tta)
         prep = self.meta.preprocessing
-        expected = (prep.channels, prep.pixel_size, prep.pixel_size)
-        if pixels.dtype != torch.uint8 or pixels.ndim != 4 or tuple(pixels.shape[1:]) != expected:
-            raise FerlabError(f"pixels must be uint8 (N, {', '.join(map(str, expected))}) as to_pixels makes them, "
-                              f"got {pixels.dtype} {tuple(pixels.shape)}")
+        check_pixels(pixels, prep)
         with torch.inference_mode():
             views_per_image = len(tta_views(pixels[:1], mode, prep.input_size)) if len(pixels) else 1
             per_chunk = max(1, batch_size // views_per_image)  # at most `batch_size` views at once

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ferlab._io import atomic_path
-from ferlab.data.transforms import Preprocessing, normalize, tta_views
+from ferlab.data.transforms import Preprocessing, check_pixels, normalize, tta_views
 from ferlab.errors import FerlabError
 from ferlab.models.backend import ModelBackend
 from ferlab.models.bundled import is_bundled
@@ -57,7 +57,7 @@ __all__ = [
 
 #: The metadata_props key holding the model's ``model.json``.
 META_KEY = "ferlab.model"
-#: The export that training and `combine` write beside ``model.safetensors``, which inference loads as it is.
+#: The export that training and `save_ensemble` write beside ``model.safetensors``, which inference loads as it is.
 ONNX_NAME = "model.onnx"
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
@@ -119,14 +119,6 @@ def generated_pixels(prep: Preprocessing, count: int = CALIBRATION_SAMPLES, seed
     coarse = torch.rand((count, prep.channels, 6, 6), generator=generator)  # (N, C, 6, 6)
     smooth = nn.functional.interpolate(coarse, size=(prep.pixel_size, prep.pixel_size), mode="bicubic")
     return (smooth.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def _check_pixels(pixels: torch.Tensor, prep: Preprocessing, what: str) -> None:
-    """Raises: FerlabError: `pixels` are not uint8 (N, C, R, R) of the model's channels and pixel size."""
-    expected = (prep.channels, prep.pixel_size, prep.pixel_size)
-    if pixels.dtype != torch.uint8 or pixels.ndim != 4 or tuple(pixels.shape[1:]) != expected:
-        raise FerlabError(f"{what} must be uint8 (N, {', '.join(map(str, expected))}) as to_pixels makes them, "
-                          f"got {pixels.dtype} {tuple(pixels.shape)}")
 
 
 def dataset_pixels(data: str | Path, prep: Preprocessing, limit: int = 256, seed: int = 0) -> torch.Tensor:
@@ -222,7 +214,7 @@ def export_onnx(
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     meta = loaded.meta
     if int8 and calibration is not None:
-        _check_pixels(calibration, meta.preprocessing, "calibration pixels")
+        check_pixels(calibration, meta.preprocessing, "calibration pixels")
     proto = _to_proto(loaded, opset)
     with atomic_path(path) as tmp:
         if int8:
