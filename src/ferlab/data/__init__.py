@@ -1,30 +1,69 @@
-"""Datasets: reading sources into one sample table, labels, splits, imbalance, augmentation and preprocessing."""
+"""Datasets: reading sources into one sample table, labels, splits, imbalance, augmentation and preprocessing.
 
-from ferlab.data.augment import PRESETS, AugmentConfig, batch_mixing, build_augmentation
-from ferlab.data.dataset import ImageDataset, decode_table
-from ferlab.data.expw import read_expw
-from ferlab.data.ferplus import read_ferplus
-from ferlab.data.images import decode_image
-from ferlab.data.imbalance import BALANCING, balanced_sampler, class_weights, oversample_indices
-from ferlab.data.labels import DATASET_LABELS, EMOTIONS, canonical_label, dataset_label, order_classes
-from ferlab.data.manifest import read_manifest, write_manifest
-from ferlab.data.quarantine import CleanResult, QuarantinedFile, clean, restore
-from ferlab.data.rafdb import read_rafdb
-from ferlab.data.samples import Sample, SampleTable
-from ferlab.data.sampling import EpochSampler
-from ferlab.data.scan import KINDS, DuplicateGroup, Finding, ScanReport, format_report, load_report, scan, write_report
-from ferlab.data.sources import open_dataset, select_classes
-from ferlab.data.splits import (
-    GROUP_PATTERNS,
-    kfold_splits,
-    merge_classes,
-    parse_ratios,
-    prepare_splits,
-    ratio_split,
-    subject_ids,
-    subsample,
-)
-from ferlab.data.transforms import Preprocessing, normalize, to_pixels
+Names load on first use (PEP 562), so that importing one light module (labels, framing,
+images) does not pull in torchvision, scikit-learn and the training-time data code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Eager, and before any lazy name: the function shares its module's name, and importing the module
+# later would rebind ferlab.data.scan to the module (scan.py needs only NumPy and Pillow).
+from ferlab.data.scan import scan
+
+#: Each public name and the module that defines it.
+_LAZY = {
+    "AugmentConfig": "ferlab.data.augment",
+    "PRESETS": "ferlab.data.augment",
+    "batch_mixing": "ferlab.data.augment",
+    "build_augmentation": "ferlab.data.augment",
+    "ImageDataset": "ferlab.data.dataset",
+    "decode_table": "ferlab.data.dataset",
+    "read_expw": "ferlab.data.expw",
+    "read_ferplus": "ferlab.data.ferplus",
+    "decode_image": "ferlab.data.images",
+    "BALANCING": "ferlab.data.imbalance",
+    "balanced_sampler": "ferlab.data.imbalance",
+    "class_weights": "ferlab.data.imbalance",
+    "oversample_indices": "ferlab.data.imbalance",
+    "DATASET_LABELS": "ferlab.data.labels",
+    "EMOTIONS": "ferlab.data.labels",
+    "canonical_label": "ferlab.data.labels",
+    "dataset_label": "ferlab.data.labels",
+    "order_classes": "ferlab.data.labels",
+    "read_manifest": "ferlab.data.manifest",
+    "write_manifest": "ferlab.data.manifest",
+    "CleanResult": "ferlab.data.quarantine",
+    "QuarantinedFile": "ferlab.data.quarantine",
+    "clean": "ferlab.data.quarantine",
+    "restore": "ferlab.data.quarantine",
+    "read_rafdb": "ferlab.data.rafdb",
+    "Sample": "ferlab.data.samples",
+    "SampleTable": "ferlab.data.samples",
+    "EpochSampler": "ferlab.data.sampling",
+    "DuplicateGroup": "ferlab.data.scan",
+    "Finding": "ferlab.data.scan",
+    "KINDS": "ferlab.data.scan",
+    "ScanReport": "ferlab.data.scan",
+    "format_report": "ferlab.data.scan",
+    "load_report": "ferlab.data.scan",
+    "write_report": "ferlab.data.scan",
+    "open_dataset": "ferlab.data.sources",
+    "select_classes": "ferlab.data.sources",
+    "GROUP_PATTERNS": "ferlab.data.splits",
+    "kfold_splits": "ferlab.data.splits",
+    "merge_classes": "ferlab.data.splits",
+    "parse_ratios": "ferlab.data.splits",
+    "prepare_splits": "ferlab.data.splits",
+    "ratio_split": "ferlab.data.splits",
+    "subject_ids": "ferlab.data.splits",
+    "subsample": "ferlab.data.splits",
+    "Preprocessing": "ferlab.data.transforms",
+    "normalize": "ferlab.data.transforms",
+    "to_pixels": "ferlab.data.transforms",
+}
 
 __all__ = [
     "BALANCING",
@@ -77,3 +116,15 @@ __all__ = [
     "to_pixels",
     "write_manifest",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'ferlab.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
