@@ -7,6 +7,7 @@ validation images).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def calibrate(model: str | Path, data: str | Path, split: str = "val", out: str 
     calibration = fit_calibration(logits, dataset.targets, before=loaded.meta.temperature)
     meta_path = save_temperature(model, calibration.temperature)
     if (meta_path.parent / ONNX_NAME).is_file():  # the export beside it carries the temperature too
-        update_onnx_meta(meta_path.parent / ONNX_NAME, load_model(model).meta)
+        update_onnx_meta(meta_path.parent / ONNX_NAME, replace(loaded.meta, temperature=calibration.temperature))
     report = {
         "model": str(meta_path),
         "data": str(data),

@@ -75,7 +75,7 @@ def _classifier(model: str | Path | Classifier, backend: str) -> tuple[Classifie
         return loaded, "torch"
     folder = None if isinstance(model, LoadedModel) else resolve_model(model)
     stored = stored_onnx(folder, loaded.meta) if folder is not None and folder.is_dir() else None
-    if stored is not None:  # the run's own export (training and combine write it): no export at start-up
+    if stored is not None:  # the run's own export (training and save_ensemble write it): no export at start-up
         log.info("backend %s: classifying on ONNX Runtime (%s)", backend, ONNX_NAME)
         return stored, "onnx"
     try:

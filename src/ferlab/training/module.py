@@ -111,10 +111,13 @@ class Classifier(L.LightningModule):
         """KL divergence of the student's softened outputs from the teacher's, times T squared (Hinton et al.)."""
         t = self.distill_temperature
         (teacher,) = self.teacher
-        teacher.to(images.device)
         with torch.no_grad():
             targets = F.softmax(teacher(images.contiguous(memory_format=self.memory_format)).float() / t, dim=1)
         return F.kl_div(F.log_softmax(logits.float() / t, dim=1), targets, reduction="batchmean") * t * t
+
+    def on_fit_start(self) -> None:
+        for teacher in self.teacher:  # not a submodule, so Lightning does not move it with the student
+            teacher.to(self.device)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train", self.train_acc)
