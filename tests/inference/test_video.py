@@ -7,8 +7,10 @@ from PIL import Image
 
 from ferlab.cli import main
 from ferlab.errors import FerlabError
-from ferlab.inference import Face, IouTracker, process_video
-from ferlab.inference.video import smooth_probs
+from ferlab.inference.detect import Face
+from ferlab.inference.timeline import smooth_probs
+from ferlab.inference.tracking import FaceTracker
+from ferlab.inference.video import process_video
 from ferlab.models import load_model
 from tests.inference.test_recognizer import WILD, YUNET, ScriptedDetector, paste
 
@@ -85,16 +87,20 @@ def test_stride_reuses_detections_and_smoothing_follows_its_formula(model, movin
         assert not np.allclose(smoothed, current, atol=1e-4)
 
 
-def test_tracker_matches_by_overlap():
-    tracker = IouTracker(iou_threshold=0.3, max_missed=1)
+def test_tracker_follows_faces_through_gaps_and_ends_tracks_at_a_cut():
+    tracker = FaceTracker(fps=10, lost_seconds=0.2)
     a, b = Face((0, 0, 10, 10), 1.0), Face((50, 0, 10, 10), 1.0)
     assert tracker.update([a, b]) == [0, 1]
-    # shifted by 2 px: IoU 80/120 = 0.67 with its own track, 0 with the other
+    # shifted by 2 px, listed in the other order: each keeps its id
     assert tracker.update([Face((52, 0, 10, 10), 1.0), Face((2, 0, 10, 10), 1.0)]) == [1, 0]
-    # shifted by 6 px: IoU 40/160 = 0.25 < 0.3, a new face
-    assert tracker.update([Face((8, 0, 10, 10), 1.0)]) == [2]
+    assert tracker.update([Face((4, 0, 10, 10), 1.0), Face((100, 80, 10, 10), 1.0)]) == [0, 2]  # a new face: id 2
     tracker.update([])
-    assert tracker.update([Face((52, 0, 10, 10), 1.0)]) == [3]  # track 1 missed 2 updates > max_missed: ended
+    assert tracker.update([Face((8, 0, 10, 10), 1.0)]) == [0]  # one update missed, within 0.2 s at 10 updates/s
+    for _ in range(5):
+        tracker.update([])
+    assert tracker.update([Face((14, 0, 10, 10), 1.0)]) == [3]  # 5 missed, well past 2 updates: a new track
+    tracker.cut()
+    assert tracker.update([Face((14, 0, 10, 10), 1.0)]) == [4]  # same place, after a cut: someone new
     np.testing.assert_allclose(smooth_probs(np.array([1.0, 0.0]), np.array([0.0, 1.0]), 0.6), [0.6, 0.4])
     np.testing.assert_allclose(smooth_probs(None, np.array([0.2, 0.8]), 0.6), [0.2, 0.8])
 
