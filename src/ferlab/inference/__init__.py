@@ -12,7 +12,8 @@ from ferlab.inference.predictor import (
     predict_files,
 )
 from ferlab.inference.recognizer import BACKENDS, FaceResult, Recognizer
-from ferlab.inference.video import IouTracker, VideoResult, process_video
+from ferlab.inference.tracking import FaceTracker, SceneCuts
+from ferlab.inference.video import VideoResult, process_video
 
 __all__ = [
     "BACKENDS",
@@ -20,12 +21,13 @@ __all__ = [
     "Detector",
     "Face",
     "FaceResult",
+    "FaceTracker",
     "FilePredictions",
     "ImageInput",
-    "IouTracker",
     "Prediction",
     "Predictor",
     "Recognizer",
+    "SceneCuts",
     "VideoResult",
     "annotate",
     "create_detector",
