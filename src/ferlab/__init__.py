@@ -6,10 +6,9 @@ Heavy stages (training imports Lightning) load on first use, so
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
+from ferlab._lazy import lazy_names
 from ferlab.errors import FerlabError
 
 try:
@@ -29,9 +28,9 @@ _LAZY = {
     "train": "ferlab.training",
     "evaluate": "ferlab.evaluation",
     "report": "ferlab.evaluation",
-    "Predictor": "ferlab.inference",
+    "Predictor": "ferlab.inference",  # deprecated: Recognizer
     "Recognizer": "ferlab.inference",
-    "predict_files": "ferlab.inference",
+    "predict_files": "ferlab.inference",  # deprecated: Recognizer.predict_files
     "process_video": "ferlab.inference",
     "export_onnx": "ferlab.models.onnx",
 }
@@ -39,7 +38,4 @@ _LAZY = {
 __all__ = ["FerlabError", "__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ferlab' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

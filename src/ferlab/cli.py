@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -20,7 +21,7 @@ TTA_CHOICES = ("none", "flip", "tencrop")  # ferlab.data.transforms.TTA_MODES, w
 #: Share of images on which an export may change the top answer before `ferlab export` warns.
 MAX_EXPORT_DISAGREEMENT = 0.01
 TTA_HELP = "test-time augmentation (default: the model's own, listed by `ferlab models`)"
-DETECTOR_CHOICES = ("haar", "yunet", "none")  # ferlab.inference.detect.DETECTORS, without importing OpenCV for --help
+DETECTOR_CHOICES = ("auto", "yunet", "haar", "none")  # ferlab.inference.detect.DETECTORS, without importing OpenCV for --help
 BACKEND_CHOICES = ("auto", "torch", "onnx")  # ferlab.inference.recognizer.BACKENDS
 MAX_IMAGE_BYTES = 64 * 2**20  # ferlab.data.images.MAX_IMAGE_BYTES, without importing Pillow for --help
 
@@ -31,6 +32,7 @@ EXAMPLES = """examples:
   ferlab train --resume runs/c5
   ferlab evaluate --model runs/cnn3 --data fer2013-train-val.zip --out runs/cnn3/eval
   ferlab report runs/cnn3
+  ferlab predict photo.jpg                    # one line per face: file, face, box, label, confidence
   ferlab predict --model runs/cnn3 photos/ group.jpg --out predictions/ --detector yunet
   ferlab predict --model runs/cnn3 faces/ --detector none --out predictions/ --tta flip
   ferlab video clip.mp4 --model runs/cnn3 --out clip-emotions/ --stride 2
@@ -157,29 +159,44 @@ def _inference_models(args: argparse.Namespace) -> list[str]:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from ferlab.inference import predict_files
+    from ferlab.inference.files import expand_inputs
+    from ferlab.inference.recognizer import Recognizer
 
-    found = predict_files(_inference_model(args), args.inputs, args.out, detector=args.detector,
-                          detector_path=args.detector_model, backend=args.backend, tta=args.tta, margin=args.margin)
-    for p in found.predictions[:20]:
-        print(f"{p.source}\t{p.index}\t{p.label}\t{p.probs[p.label]:.3f}")
-    if len(found.predictions) > 20:
-        print(f"... {len(found.predictions) - 20} more")
+    paths = expand_inputs(args.inputs)  # before the model: a mistyped path fails at once, not after the load
+    recognizer = Recognizer(_inference_model(args), args.detector, backend=args.backend, tta=args.tta,
+                            detector_path=args.detector_model, margin=args.margin)
+    found = recognizer.predict_files(paths, args.out)
+    if args.json:
+        print(json.dumps({"classes": list(found.classes), "backend": found.backend,
+                          "predictions": [p.to_dict() for p in found.predictions],
+                          "images": [{"source": source, "faces": n} for source, n in found.faces.items()],
+                          "unreadable": [{"source": s, "error": e} for s, e in found.unreadable.items()]}, indent=2))
+        return
+    shown = found.predictions if args.out is None else found.predictions[:20]
+    for p in shown:
+        print(f"{p.source}\t{p.index}\t{','.join(map(str, p.face.box))}\t{p.label}\t{p.probs[p.label]:.3f}")
+    if len(found.predictions) > len(shown):
+        print(f"... {len(found.predictions) - len(shown)} more in {Path(args.out) / 'predictions.csv'}")
     no_face = sum(n == 0 for n in found.faces.values())
+    where = f"; written to {args.out}" if args.out is not None else ""
     print(f"{len(found.predictions)} faces in {len(found.faces)} images ({no_face} without a face, "
-          f"{len(found.unreadable)} unreadable files skipped; classified on {found.backend}); written to {args.out}")
+          f"{len(found.unreadable)} unreadable files skipped; classified on {found.backend}){where}",
+          file=sys.stderr if args.out is None else sys.stdout)
 
 
 def _video(args: argparse.Namespace) -> None:
-    from ferlab.inference import process_video
+    from ferlab.inference.video import default_out, process_video
 
-    result = process_video(_inference_model(args), args.input, args.out, detector=args.detector,
+    out = Path(args.out) if args.out else default_out(args.input)
+    result = process_video(_inference_model(args), args.input, out, detector=args.detector,
                            detector_path=args.detector_model, backend=args.backend, tta=args.tta, margin=args.margin,
-                           stride=args.stride,
-                           smooth=args.smooth, show=args.show, max_frames=args.max_frames)
+                           stride=args.stride, smooth=args.smooth, cut_threshold=args.cut_threshold,
+                           min_segment=args.min_segment, show=args.show, max_frames=args.max_frames)
     damaged = f" of {result.expected_frames} announced (damaged or cut short)" if result.truncated else ""
-    print(f"{result.frames} frames{damaged}, {len(result.tracks)} faces tracked; "
-          f"{result.video.name}, {result.csv.name} and {result.plot.name} written to {args.out}")
+    cuts = f", {len(result.scene_cuts)} scene cuts" if result.scene_cuts else ""
+    print(f"{result.frames} frames{damaged}{cuts}, {len(result.tracks)} faces tracked; {result.video.name} "
+          f"({result.codec}), {result.csv.name}, {result.tracks_json.name}, {result.tracks_csv.name}, "
+          f"{result.segments_csv.name} and {result.plot.name} written to {out}")
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -493,10 +510,13 @@ def _add_inference_options(parser: argparse.ArgumentParser, several_models: bool
                         help="fast or accurate (the bundled models; default fast), a run folder, "
                              "model .safetensors or exported .onnx"
                              + ("; repeat it to compare models" if several_models else ""))
-    parser.add_argument("--detector", choices=DETECTOR_CHOICES, default="haar",
-                        help="face detector; none: the images already are face crops (default haar)")
+    parser.add_argument("--detector", choices=DETECTOR_CHOICES, default="auto",
+                        help="face detector; auto (default): yunet where its model file is at hand (--detector-model, "
+                             "$FERLAB_YUNET or the user cache), else haar; yunet downloads it once when missing; "
+                             "none: the images already are face crops")
     parser.add_argument("--detector-model", "--detector-path", dest="detector_model", metavar="FILE",
-                        help="YuNet .onnx file for --detector yunet (default: the user cache, downloaded once)")
+                        help="YuNet .onnx file for --detector yunet or auto (default: $FERLAB_YUNET, else the user "
+                             "cache)")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                         help="classify on torch, onnx (ONNX Runtime) or auto (onnx where the model exports)")
     parser.add_argument("--tta", choices=TTA_CHOICES, default=None, help=TTA_HELP)
@@ -590,23 +610,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="find and classify the faces in photos; annotated copies, CSV and JSON")
     predict.add_argument("inputs", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
-    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("--out", help="output folder for predictions.csv, predictions.json and annotated copies "
+                         "(default: none, one line per face on standard output: file, face, box x,y,w,h, label, confidence)")
+    predict.add_argument("--json", action="store_true", help="print the predictions as JSON instead of lines")
     _add_inference_options(predict)
     _add_margin_option(predict)
     predict.set_defaults(run=_predict)
 
     video = commands.add_parser(
         "video", help="track and classify the faces of a video or camera; annotated video, per-frame CSV, plot",
-        epilog="examples:\n  ferlab video clip.mp4 --model runs/cnn3 --out clip/ --detector yunet --stride 2\n"
+        epilog="examples:\n  ferlab video clip.mp4                                  # writes ./clip-ferlab/\n"
+               "  ferlab video clip.mp4 --model runs/cnn3 --out clip/ --detector yunet --stride 2\n"
                "  ferlab video 0 --model runs/cnn3 --out webcam/ --show   # camera 0; q or Ctrl-C ends it",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     video.add_argument("input", metavar="INPUT", help="video file, or a camera index such as 0")
-    video.add_argument("--out", required=True, help="output folder")
+    video.add_argument("--out", help="output folder (default: <clip name>-ferlab/, or camera<N>-ferlab/, "
+                                     "in the current folder)")
     _add_inference_options(video)
     _add_margin_option(video)
     video.add_argument("--stride", type=int, default=1, help="detect faces every N frames; between, reuse the boxes")
     video.add_argument("--smooth", type=float, default=0.6,
                        help="weight of each face's past probabilities, 0 (none) to below 1 (default 0.6)")
+    video.add_argument("--cut-threshold", type=float, default=27.0,
+                       help="mean HSV change (0-255) between frames that makes a scene cut, where every track ends "
+                            "(default 27; 0: no cut detection)")
+    video.add_argument("--min-segment", type=float, default=0.5,
+                       help="seconds an expression segment of tracks.json lasts at least (default 0.5)")
     video.add_argument("--show", action="store_true", help="live window, where a display exists")
     video.add_argument("--max-frames", type=int, help="stop after N frames")
     video.set_defaults(run=_video)

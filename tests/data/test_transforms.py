@@ -8,7 +8,7 @@ from ferlab.data import Preprocessing, normalize, to_pixels
 def test_to_pixels_converts_mode_and_size():
     rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8))
     gray = to_pixels(rgb, Preprocessing(input_size=48, channels=1))
-    assert gray.shape == (1, 48, 48) and gray.dtype == torch.uint8
+    assert gray.shape == (1, 48, 48) and gray.dtype == np.uint8
     assert to_pixels(rgb, Preprocessing().with_channels(3)).shape == (3, 48, 48)
 
 

@@ -13,23 +13,33 @@ from tests.synthetic import CLASSES
 
 @pytest.mark.parametrize(("mode", "count"), [("none", 1), ("flip", 2), ("tencrop", 10)])
 def test_views_keep_shape_and_dtype(mode, count):
-    pixels = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 3, 40, 40), dtype=np.uint8)
     views = tta_views(pixels, mode)
     assert len(views) == count
-    assert all(v.shape == pixels.shape and v.dtype == torch.uint8 for v in views)
+    assert all(v.shape == pixels.shape and v.dtype == np.uint8 and v.flags.c_contiguous for v in views)
     if mode != "tencrop":
-        assert torch.equal(views[0], pixels)  # the image itself comes first
+        np.testing.assert_array_equal(views[0], pixels)  # the image itself comes first
+
+
+def test_a_torch_tensor_gets_the_views_of_its_array():
+    """Training passes tensors, inference arrays: both get the same views (no torch needed for the latter)."""
+    pixels = torch.randint(0, 256, (2, 1, 48, 48), dtype=torch.uint8)
+    for mode in ("flip", "tencrop"):
+        for got, expected in zip(tta_views(pixels, mode, 40), tta_views(pixels.numpy(), mode, 40)):
+            np.testing.assert_array_equal(got, expected)
 
 
 def test_flip_mirrors_and_tencrop_crops_an_upscaled_image():
-    pixels = torch.arange(48 * 48, dtype=torch.int64).remainder(251).to(torch.uint8).view(1, 1, 48, 48)
-    assert torch.equal(tta_views(pixels, "flip")[1], pixels.flip(-1))
+    pixels = (np.arange(48 * 48) % 251).astype(np.uint8).reshape(1, 1, 48, 48)
+    np.testing.assert_array_equal(tta_views(pixels, "flip")[1], pixels[..., ::-1])
     views = tta_views(pixels, "tencrop")  # from 54x54: corners tl, tr, bl, br, centre, then the same of the mirror
-    assert torch.equal(views[5], views[1].flip(-1))  # top-left of the mirror is the mirrored top-right
-    assert torch.equal(views[9], views[4].flip(-1))
-    assert len({v.numpy().tobytes() for v in views}) == 10
-    flat = torch.full((2, 1, 48, 48), 77, dtype=torch.uint8)  # antialiased resizing keeps a flat image flat
-    assert all(torch.equal(v, flat) for v in tta_views(flat, "tencrop"))
+    np.testing.assert_array_equal(views[5], views[1][..., ::-1])  # top-left of the mirror is the mirrored top-right
+    np.testing.assert_array_equal(views[9], views[4][..., ::-1])
+    assert len({v.tobytes() for v in views}) == 10
+    flat = np.full((2, 1, 48, 48), 77, dtype=np.uint8)  # bilinear resizing keeps a flat image flat
+    assert all(np.array_equal(v, flat) for v in tta_views(flat, "tencrop"))
+    rgb = np.random.default_rng(1).integers(0, 256, (1, 3, 48, 48), dtype=np.uint8)
+    assert all(v.shape == (1, 3, 48, 48) for v in tta_views(rgb, "tencrop"))
 
 
 def test_unknown_modes_and_shapes_are_refused():
@@ -54,13 +64,15 @@ def test_flip_of_a_mirror_symmetric_image_changes_nothing():
 
 
 def test_a_crop_model_sees_the_centre_crop_or_ten_crops_of_its_images():
-    pixels = torch.arange(48 * 48, dtype=torch.int64).remainder(251).to(torch.uint8).view(1, 1, 48, 48)
+    pixels = (np.arange(48 * 48) % 251).astype(np.uint8).reshape(1, 1, 48, 48)
     (centre,) = tta_views(pixels, "none", 40)
-    assert torch.equal(centre, pixels[..., 4:44, 4:44])
-    assert torch.equal(tta_views(pixels, "flip", 40)[1], centre.flip(-1))
+    np.testing.assert_array_equal(centre, pixels[..., 4:44, 4:44])
+    np.testing.assert_array_equal(tta_views(pixels, "flip", 40)[1], centre[..., ::-1])
     views = tta_views(pixels, "tencrop", 40)  # the 48-px image itself, not upscaled: the crops training saw
-    assert torch.equal(views[0], pixels[..., :40, :40]) and torch.equal(views[3], pixels[..., 8:, 8:])
-    assert torch.equal(views[4], centre) and torch.equal(views[9], centre.flip(-1))
+    np.testing.assert_array_equal(views[0], pixels[..., :40, :40])
+    np.testing.assert_array_equal(views[3], pixels[..., 8:, 8:])
+    np.testing.assert_array_equal(views[4], centre)
+    np.testing.assert_array_equal(views[9], centre[..., ::-1])
 
 
 def test_a_crop_model_applies_its_own_views_unless_told_otherwise():

@@ -1,5 +1,5 @@
+import io
 import re
-import shutil
 import urllib.error
 from pathlib import Path
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ferlab.errors import FerlabError
+from ferlab.inference import detect as detect_module
 from ferlab.inference.detect import DETECTORS, YUNET_SHA256, YUNET_URL, Face, create_detector, yunet_model
 from ferlab.inference.faces import load_image
 
@@ -58,8 +59,8 @@ def test_face_to_dict():
 
 
 def test_bad_options_are_refused():
-    assert DETECTORS == ("haar", "yunet", "none")
-    with pytest.raises(FerlabError, match="unknown face detector 'mtcnn'; choose one of haar, yunet, none"):
+    assert DETECTORS == ("auto", "yunet", "haar", "none")
+    with pytest.raises(FerlabError, match="unknown face detector 'mtcnn'; choose one of auto, yunet, haar, none"):
         create_detector("mtcnn")
     with pytest.raises(FerlabError, match="yunet detector only"):
         create_detector("haar", score_threshold=0.5)
@@ -109,14 +110,14 @@ def test_big_images_are_downscaled_and_boxes_mapped_back():
 def test_yunet_offline_without_a_copy_says_how_to_get_one(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
-    def offline(url, dst, hash_prefix=None, progress=True):
+    def offline(url, timeout=None):
         raise urllib.error.URLError("Temporary failure in name resolution")
 
-    monkeypatch.setattr("torch.hub.download_url_to_file", offline)
+    monkeypatch.setattr("urllib.request.urlopen", offline)
     with pytest.raises(FerlabError) as caught:
         create_detector("yunet")
     message = str(caught.value)
-    for part in ("cannot download", YUNET_URL, YUNET_SHA256, "--detector-path", "haar",
+    for part in ("cannot download", YUNET_URL, YUNET_SHA256, "--detector-model", "FERLAB_YUNET", "haar",
                  str(tmp_path / "cache" / "ferlab" / "face_detection_yunet_2023mar.onnx")):
         assert part in message
     with pytest.raises(FerlabError, match="no YuNet model in"):
@@ -143,16 +144,40 @@ def test_yunet_is_downloaded_once_into_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     calls = []
 
-    def fake_download(url, dst, hash_prefix=None, progress=True):
-        calls.append((url, hash_prefix))
-        shutil.copyfile(YUNET, dst)
+    def fake_download(url, timeout=None):
+        calls.append(url)
+        return YUNET.open("rb")
 
-    monkeypatch.setattr("torch.hub.download_url_to_file", fake_download)
+    monkeypatch.setattr("urllib.request.urlopen", fake_download)
     cached = tmp_path / "cache" / "ferlab" / "face_detection_yunet_2023mar.onnx"
     assert yunet_model() == cached
     assert yunet_model() == cached
-    assert calls == [(YUNET_URL, YUNET_SHA256)]
+    assert calls == [YUNET_URL]
     assert create_detector("yunet").name == "yunet"
+    assert create_detector("auto").name == "yunet"  # the cached copy, now that there is one
+
+
+def test_a_download_with_the_wrong_content_leaves_nothing_behind(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout=None: io.BytesIO(b"a captive portal page"))
+    with pytest.raises(FerlabError, match="is not the YuNet model ferlab expects"):
+        yunet_model()
+    assert not any((tmp_path / "cache" / "ferlab").iterdir())
+
+
+def test_auto_is_haar_with_one_warning_until_a_yunet_copy_is_at_hand(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("FERLAB_YUNET", raising=False)
+    monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: pytest.fail("auto must never download"))
+    detect_module._warn_haar.cache_clear()
+    with caplog.at_level("WARNING", logger="ferlab.inference.detect"):
+        assert create_detector("auto").name == "haar" == create_detector("auto").name
+    assert caplog.text.count("face detector auto: using haar") == 1 and "--detector yunet" in caplog.text
+    fake = tmp_path / "fake.onnx"
+    fake.write_bytes(b"not the model")
+    monkeypatch.setenv("FERLAB_YUNET", str(fake))
+    with pytest.raises(FerlabError, match="is not the YuNet model ferlab expects"):  # a wrong copy is an error
+        create_detector("auto")
 
 
 @needs_yunet
@@ -207,3 +232,9 @@ def test_yunet_rows_that_are_not_finite_are_no_face(monkeypatch):
     monkeypatch.setattr(detector, "_net", NanNet())
     faces = detector.detect(np.zeros((200, 200, 3), np.uint8))
     assert [face.box for face in faces] == [(10, 20, 60, 70)]
+
+
+@needs_yunet
+def test_auto_uses_the_yunet_file_named_by_the_environment(monkeypatch):
+    monkeypatch.setenv("FERLAB_YUNET", str(YUNET))
+    assert create_detector("auto").name == "yunet" == create_detector("yunet").name

@@ -3,7 +3,6 @@ import math
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ferlab.data import ImageDataset, Preprocessing, open_dataset, to_pixels
@@ -29,8 +28,8 @@ def test_a_whole_crop_gets_exactly_the_training_pixels(tree, prep):
     for sample, pixels in zip(table.samples, expected):
         image = load_image(sample.source)
         got = face_pixels(image, detector.detect(image), prep, Framing(margin=0))
-        assert got.dtype == torch.uint8 and got.shape == (1, prep.channels, prep.input_size, prep.input_size)
-        assert torch.equal(got[0], pixels)
+        assert got.dtype == np.uint8 and got.shape == (1, prep.channels, prep.input_size, prep.input_size)
+        assert np.array_equal(got[0], pixels)
 
 
 def test_the_crop_is_a_square_around_the_box_grown_by_the_margin():
@@ -39,11 +38,11 @@ def test_the_crop_is_a_square_around_the_box_grown_by_the_margin():
     face = Face((50, 60, 30, 40), 1.0)
     # margin 0: the 40-pixel square centred on the box (x 45..85, y 60..100), resized to 80.
     tight = face_pixels(image, [face], prep, Framing(margin=0))
-    assert torch.equal(tight[0], to_pixels(Image.fromarray(image[60:100, 45:85]), prep))
+    assert np.array_equal(tight[0], to_pixels(Image.fromarray(image[60:100, 45:85]), prep))
     # margin 1: a side of 80 around the same centre (x 25..105, y 40..120), at its own size.
     loose = face_pixels(image, [face, face], prep, Framing(margin=1.0))
     assert loose.shape == (2, 3, 80, 80)
-    assert torch.equal(loose[1], torch.from_numpy(image[40:120, 25:105]).permute(2, 0, 1))
+    assert np.array_equal(loose[1], image[40:120, 25:105].transpose(2, 0, 1))
 
 
 def test_the_framing_scales_by_the_chosen_side_and_shifts_the_centre():
@@ -52,12 +51,12 @@ def test_the_framing_scales_by_the_chosen_side_and_shifts_the_centre():
     face = Face((100, 80, 60, 90), 1.0)  # centre (130, 125)
     # By the width: side 1.6 x 60 = 96; centre moved up 0.25 x 60 = 15 -> (130, 110): x 82..178, y 62..158.
     by_width = Framing(margin=0.6, scale_by="width", offset_y=-0.25)
-    assert torch.equal(face_pixels(image, [face], prep, by_width)[0],
-                       torch.from_numpy(image[62:158, 82:178]).permute(2, 0, 1))
+    assert np.array_equal(face_pixels(image, [face], prep, by_width)[0],
+                       image[62:158, 82:178].transpose(2, 0, 1))
     # By the height, tighter than the box: side 0.8 x 90 = 72; centre right 0.1 x 90 = 9 -> (139, 125).
     by_height = Framing(margin=-0.2, scale_by="height", offset_x=0.1)
     expected = to_pixels(Image.fromarray(image[89:161, 103:175]), prep)
-    assert torch.equal(face_pixels(image, [face], prep, by_height)[0], expected)
+    assert np.array_equal(face_pixels(image, [face], prep, by_height)[0], expected)
 
 
 def test_the_resampling_filter_of_the_framing_is_used():
@@ -66,8 +65,8 @@ def test_the_resampling_filter_of_the_framing_is_used():
     crop = Image.fromarray(image[50:150, 50:150])
     for name, resample in (("nearest", Image.Resampling.NEAREST), ("lanczos", Image.Resampling.LANCZOS)):
         got = face_pixels(image, [face], GRAY48, Framing(margin=0, resample=name))[0]
-        assert torch.equal(got, to_pixels(crop, GRAY48, resample))
-    assert not torch.equal(face_pixels(image, [face], GRAY48, Framing(margin=0, resample="nearest")),
+        assert np.array_equal(got, to_pixels(crop, GRAY48, resample))
+    assert not np.array_equal(face_pixels(image, [face], GRAY48, Framing(margin=0, resample="nearest")),
                            face_pixels(image, [face], GRAY48, Framing(margin=0, resample="bicubic")))
 
 
@@ -75,13 +74,13 @@ def test_parts_outside_the_image_repeat_its_edge():
     image = np.tile(np.arange(100, 200, dtype=np.uint8)[None, :, None], (100, 1, 3))  # columns 100..199
     prep = Preprocessing(40, 3, (0.5,) * 3, (0.5,) * 3)
     crop = face_pixels(image, [Face((0, 0, 20, 20), 1.0)], prep, Framing(margin=1.0))[0]  # x -10..30
-    assert torch.all(crop[:, :, :10] == 100)
-    assert torch.equal(crop[0, 0, 10:], torch.arange(100, 130, dtype=torch.uint8))
+    assert np.all(crop[:, :, :10] == 100)
+    assert np.array_equal(crop[0, 0, 10:], np.arange(100, 130, dtype=np.uint8))
 
 
-def _dark_centres(crop: torch.Tensor) -> tuple[tuple[float, float], tuple[float, float]]:
+def _dark_centres(crop: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
     """Centroids (x, y) of the dark pixels in the left and right halves of a gray crop (1, S, S)."""
-    ys, xs = np.nonzero(crop[0].numpy() < 64)
+    ys, xs = np.nonzero(crop[0] < 64)
     half = crop.shape[-1] / 2
     return tuple((xs[m].mean(), ys[m].mean()) for m in (xs < half, xs >= half))
 
@@ -101,7 +100,7 @@ def test_alignment_levels_tilted_eyes(tilt):
     assert abs((y1 - y0) - 2 * dy) < 1.0
     # Without landmarks there is nothing to align by.
     plain = Face(face.box, face.score)
-    assert torch.equal(face_pixels(image, [plain], prep, Framing(align=True)), face_pixels(image, [plain], prep, Framing(align=False)))
+    assert np.array_equal(face_pixels(image, [plain], prep, Framing(align=True)), face_pixels(image, [plain], prep, Framing(align=False)))
 
 
 def test_no_faces_give_an_empty_batch():

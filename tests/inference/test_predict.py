@@ -8,7 +8,7 @@ from PIL import Image
 from ferlab.cli import main
 from ferlab.data import ImageDataset, open_dataset
 from ferlab.errors import FerlabError
-from ferlab.inference import Predictor, predict_files
+from ferlab.inference import Predictor, Recognizer, predict_files
 from ferlab.models import load_model
 from tests.inference.test_recognizer import ScriptedDetector, paste
 
@@ -18,9 +18,13 @@ def read_rows(path):
         return list(csv.DictReader(handle))
 
 
+def crops(model, **kwargs):
+    return Recognizer(model, "none", backend="torch", **kwargs)
+
+
 def test_predict_writes_csv_and_json(trained_run, tree, tmp_path):
-    found = predict_files(trained_run, [tree / "test" / "happy", str(tree / "test" / "angry" / "*.png")], tmp_path,
-                          detector="none", backend="torch")
+    found = crops(trained_run).predict_files([tree / "test" / "happy", str(tree / "test" / "angry" / "*.png")],
+                                             tmp_path)
     predictions = found.predictions
     assert len(predictions) == 20 and found.backend == "torch" and found.annotated == []
     data = json.loads((tmp_path / "predictions.json").read_text())
@@ -41,23 +45,37 @@ def test_detector_none_gives_the_training_preprocessing(trained_run, tree, tmp_p
     model = load_model(trained_run)
     table = open_dataset(tree).split("val")
     expected = model.predict_proba(ImageDataset(table, model.classes, model.meta.preprocessing).pixels)
-    found = predict_files(model, [s.source for s in table.samples], tmp_path, detector="none", backend="torch")
+    found = crops(model).predict_files([s.source for s in table.samples], tmp_path)
     got = np.array([[p.probs[c] for c in model.classes] for p in found.predictions])
     np.testing.assert_allclose(got, expected, atol=1e-6)
-    predictions = Predictor(model).predict([s.source for s in table.samples])
-    np.testing.assert_allclose([[p.probs[c] for c in model.classes] for p in predictions], expected, atol=1e-6)
+    frame = found.to_frame()  # one row per face, a column per class
+    assert list(frame.columns[:8]) == ["source", "face", "x", "y", "w", "h", "score", "label"]
+    np.testing.assert_allclose(frame[list(model.classes)].to_numpy(), expected, atol=1e-6)
+
+
+def test_the_deprecated_entry_points_still_predict_as_the_recognizer_does(trained_run, tree, tmp_path):
+    sources = [s.source for s in open_dataset(tree).split("val").samples]
+    expected = crops(trained_run).predict_files(sources).to_frame()
+    with pytest.warns(DeprecationWarning, match="use Recognizer"):
+        old = Predictor.from_path(trained_run).predict(sources)
+    np.testing.assert_allclose([[p.probs[c] for c in p.probs] for p in old], expected.iloc[:, 8:].to_numpy(),
+                               atol=1e-6)
+    with pytest.warns(DeprecationWarning, match="predict_files"):
+        found = predict_files(trained_run, sources, tmp_path, detector="none", backend="torch")
+    assert [p.label for p in found.predictions] == list(expected["label"])
 
 
 def test_pil_images_and_arrays_are_accepted(trained_run, tree):
     path = next((tree / "val" / "neutral").iterdir())
-    predictor = Predictor.from_path(trained_run)
+    recognizer = crops(trained_run)
     with Image.open(path) as image:
         array = np.asarray(image.convert("RGB"))
-        from_file, from_pil, from_array = predictor.predict([path, image, array])
+        (from_file,), (from_pil,), (from_array,) = recognizer.recognize_batch([path, image, array])
+        frame = recognizer.to_frame([path, image, array])
     assert from_pil.probs == from_file.probs
     assert from_array.probs == pytest.approx(from_file.probs, abs=1e-6)  # RGB -> L gives the same gray values
     assert from_file.label == from_pil.label == from_array.label
-    assert (from_pil.source, from_array.source) == ("<image 1>", "<array 2>")
+    assert list(frame["source"]) == [str(path), "<image 1>", "<image 2>"] and list(frame["face"]) == [0, 0, 0]
 
 
 def test_faces_in_photos_give_rows_and_annotated_copies(trained_run, tree, tmp_path):
@@ -71,7 +89,7 @@ def test_faces_in_photos_give_rows_and_annotated_copies(trained_run, tree, tmp_p
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     detector = ScriptedDetector([[], faces])  # files sorted: broken.jpg (unread), empty.jpg, trip/group.png
 
-    found = predict_files(trained_run, [photos], tmp_path / "out", detector=detector, backend="torch")
+    found = Recognizer(trained_run, detector, backend="torch").predict_files([photos], tmp_path / "out")
     assert detector.calls == 2
     assert [(p.source.rsplit("/", 1)[1], p.index, p.face.box) for p in found.predictions] == [
         ("group.png", 0, (10, 30, 48, 48)), ("group.png", 1, (100, 20, 48, 48))]
@@ -90,13 +108,14 @@ def test_faces_in_photos_give_rows_and_annotated_copies(trained_run, tree, tmp_p
 
 
 def test_bad_inputs_are_named(trained_run, tmp_path):
+    recognizer = Recognizer(trained_run, "haar", backend="torch")
     with pytest.raises(FerlabError, match="no such file or folder"):
-        predict_files(trained_run, [tmp_path / "missing.jpg"], tmp_path / "out", backend="torch")
+        recognizer.predict_files([tmp_path / "missing.jpg"], tmp_path / "out")
     (tmp_path / "fake.jpg").write_text("hello")
     with pytest.raises(FerlabError, match=r"none of the 1 input files could be read; .*cannot read image .*fake\.jpg"):
-        predict_files(trained_run, [tmp_path / "fake.jpg"], tmp_path / "out", backend="torch")
+        recognizer.predict_files([tmp_path / "fake.jpg"], tmp_path / "out")
     with pytest.raises(FerlabError, match="no files match"):
-        predict_files(trained_run, [str(tmp_path / "*.png")], tmp_path / "out", backend="torch")
+        recognizer.predict_files([str(tmp_path / "*.png")], tmp_path / "out")
     assert (tmp_path / "fake.jpg").read_text() == "hello"
 
 
@@ -106,13 +125,13 @@ def test_test_time_augmentation_reaches_the_model(trained_run, tree, tmp_path):
     pixels = ImageDataset(table, model.classes, model.meta.preprocessing).pixels
     sources = [s.source for s in table.samples]
     for tta in ("flip", "tencrop"):
-        got = np.array([[p.probs[c] for c in model.classes] for p in Predictor(model, tta=tta).predict(sources)])
+        got = crops(model, tta=tta).to_frame(sources)[list(model.classes)].to_numpy()
         np.testing.assert_allclose(got, model.predict_proba(pixels, tta=tta), atol=1e-6)
         assert not np.allclose(got, model.predict_proba(pixels), atol=1e-6)
-    predict_files(trained_run, [tree / "val" / "happy"], tmp_path, detector="none", backend="torch", tta="flip")
+    crops(trained_run, tta="flip").predict_files([tree / "val" / "happy"], tmp_path)
     assert json.loads((tmp_path / "predictions.json").read_text())["tta"] == "flip"
     with pytest.raises(FerlabError, match="choose one of none, flip, tencrop"):
-        Predictor(model, tta="mirror")
+        crops(model, tta="mirror")
 
 
 def test_cli_predict(trained_run, tree, tmp_path, capsys):
@@ -123,3 +142,17 @@ def test_cli_predict(trained_run, tree, tmp_path, capsys):
     assert main(["predict", str(tree / "val" / "happy"), "--out", str(tmp_path / "x"), "--detector", "none"]) == 0
     bundled = json.loads((tmp_path / "x" / "predictions.json").read_text())  # the bundled default, fast
     assert bundled["classes"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+def test_cli_predict_without_an_output_folder_prints_a_line_per_face_or_json(trained_run, tree, tmp_path, capsys):
+    happy = tree / "val" / "happy"
+    args = ["predict", str(happy), "--model", str(trained_run), "--detector", "none", "--backend", "torch"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 10 and all(line.split("\t")[2] == "0,0,48,48" for line in lines)
+    assert {line.split("\t")[3] for line in lines} <= {"angry", "happy", "neutral"}
+    assert "10 faces in 10 images" in captured.err and not any(tmp_path.iterdir())
+    assert main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["predictions"]) == 10 and data["classes"] == ["angry", "happy", "neutral"]

@@ -33,7 +33,7 @@ def _crops(tree, model):
 
 def test_training_writes_model_onnx_and_inference_uses_it_without_exporting(exported_run, tree, monkeypatch):
     assert (exported_run / ONNX_NAME).is_file()
-    monkeypatch.setattr(recognizer_module, "export_onnx", _no_export)
+    monkeypatch.setattr(recognizer_module, "_exported", _no_export)
     recognizer = Recognizer(exported_run, "none")
     assert recognizer.backend == "onnx"
     torch_model = load_model(exported_run)
@@ -50,7 +50,7 @@ def test_calibrate_updates_the_export_and_a_stale_export_is_passed_over(exported
     calibrate(run, tree, split="val")
     assert OnnxModel.load(run / ONNX_NAME).meta == load_model(run).meta  # the new temperature rides along
     save_temperature(run, 2.5)  # model.json changes behind the export's back: it is stale now
-    with caplog.at_level(logging.INFO, logger="ferlab.models.onnx"):
+    with caplog.at_level(logging.INFO, logger="ferlab.models.onnx_runtime"):
         recognizer = Recognizer(run, "none")
     assert recognizer.backend == "onnx" and recognizer.model.meta.temperature == 2.5  # exported afresh
     assert f"passing over {run / ONNX_NAME}: it was exported from another version of the model" in caplog.text

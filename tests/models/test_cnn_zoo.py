@@ -8,7 +8,7 @@ from torch.optim.swa_utils import update_bn
 
 from ferlab.data import Preprocessing, normalize
 from ferlab.errors import FerlabError
-from ferlab.models import ModelMeta, create_model, load_model, model_entry, save_model
+from ferlab.models import LoadedModel, ModelMeta, create_model, load_model, model_entry, save_model
 from ferlab.models.io import build_model
 from tests.synthetic import CLASSES
 
@@ -92,7 +92,8 @@ def test_list_kwargs_survive_save_and_load(tmp_path):
     pixels = torch.randint(0, 255, (3, 1, 48, 48), dtype=torch.uint8)
     with torch.inference_mode():
         expected = torch.softmax(model(normalize(pixels, meta.preprocessing)), 1).numpy()
-    np.testing.assert_array_equal(load_model(tmp_path).predict_proba(pixels), expected)
+    np.testing.assert_allclose(load_model(tmp_path).predict_proba(pixels), expected, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(load_model(tmp_path).predict_proba(pixels), LoadedModel(model, meta).predict_proba(pixels))
 
 
 def _images(samples, split: str, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -134,14 +134,14 @@ def test_members_with_other_sizes_and_channels(ens, trained_run, tmp_path):
     mixed = load_model(tmp_path / "mixed")
     assert mixed.meta.preprocessing == Preprocessing(64, 3, (0.0,) * 3, (1.0,) * 3)  # largest size, RGB
     images = [Image.fromarray(a) for a in np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)]
-    pixels = torch.stack([to_pixels(image, mixed.meta.preprocessing) for image in images])  # (5, 3, 64, 64)
+    pixels = np.stack([to_pixels(image, mixed.meta.preprocessing) for image in images])  # (5, 3, 64, 64)
     probs = mixed.predict_proba(pixels)
     assert probs.shape == (5, 3) and np.allclose(probs.sum(1), 1, atol=1e-6)
     inside = _member_probs(mixed, pixels)
     np.testing.assert_allclose(inside[1], load_model(rgb).predict_proba(pixels), rtol=0, atol=1e-5)
     # The grayscale 48x48 member sees what PIL gives it (luma, bilinear downscale) up to uint8 rounding.
     gray = load_model(trained_run)
-    own = gray.predict_proba(torch.stack([to_pixels(image, gray.meta.preprocessing) for image in images]))
+    own = gray.predict_proba(np.stack([to_pixels(image, gray.meta.preprocessing) for image in images]))
     np.testing.assert_allclose(inside[0], own, rtol=0, atol=2e-3)
 
 
@@ -152,13 +152,13 @@ def test_channel_conversion_matches_pil_and_repetition(ens, trained_run, tmp_pat
     rgb_input = LoadedModel(ens.Ensemble([gray, rgb48], in_chans=3, input_size=48).eval(),
                             ModelMeta("ensemble", CLASSES, Preprocessing(48, 3, (0.0,) * 3, (1.0,) * 3)))
     images = [Image.fromarray(a) for a in np.random.default_rng(1).integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)]
-    pixels = torch.stack([to_pixels(image, rgb_input.meta.preprocessing) for image in images])
-    luma = torch.stack([to_pixels(image, gray.meta.preprocessing) for image in images])  # PIL's convert("L")
+    pixels = np.stack([to_pixels(image, rgb_input.meta.preprocessing) for image in images])
+    luma = np.stack([to_pixels(image, gray.meta.preprocessing) for image in images])  # PIL's convert("L")
     np.testing.assert_allclose(_member_probs(rgb_input, pixels)[0], gray.predict_proba(luma), rtol=0, atol=1e-3)
 
     gray_input = LoadedModel(ens.Ensemble([gray, rgb48], in_chans=1, input_size=48).eval(),
                              ModelMeta("ensemble", CLASSES, ENSEMBLE_PREP))
-    np.testing.assert_allclose(_member_probs(gray_input, luma)[1], rgb48.predict_proba(luma.expand(-1, 3, -1, -1)),
+    np.testing.assert_allclose(_member_probs(gray_input, luma)[1], rgb48.predict_proba(np.repeat(luma, 3, axis=1)),
                                rtol=0, atol=1e-5)
 
 

@@ -6,8 +6,7 @@ images) does not pull in torchvision, scikit-learn and the training-time data co
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ferlab._lazy import lazy_names
 
 # Eager, and before any lazy name: the function shares its module's name, and importing the module
 # later would rebind ferlab.data.scan to the module (scan.py needs only NumPy and Pillow).
@@ -61,7 +60,7 @@ _LAZY = {
     "subject_ids": "ferlab.data.splits",
     "subsample": "ferlab.data.splits",
     "Preprocessing": "ferlab.data.transforms",
-    "normalize": "ferlab.data.transforms",
+    "normalize": "ferlab.data.tensors",
     "to_pixels": "ferlab.data.transforms",
 }
 
@@ -118,13 +117,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'ferlab.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 
 from ferlab.data.cache import content_key, load_pixels, save_pixels
 from ferlab.data.samples import Sample, SampleTable
-from ferlab.data.transforms import Preprocessing, normalize, to_pixels
+from ferlab.data.tensors import normalize
+from ferlab.data.transforms import Preprocessing, to_pixels
 from ferlab.errors import FerlabError
 
 __all__ = ["ImageDataset", "decode_table"]
@@ -27,7 +28,7 @@ def _decode_all(table: SampleTable, prep: Preprocessing) -> tuple[np.ndarray, np
     ok = np.zeros(len(table), dtype=bool)
     for i, sample in enumerate(tqdm(table.samples, desc=f"decoding {len(table)} images", unit="img", disable=None, leave=False)):
         try:
-            pixels[i] = to_pixels(table.read_image(sample), prep).numpy()
+            pixels[i] = to_pixels(table.read_image(sample), prep)
             ok[i] = True
         except FerlabError as err:
             log.warning("skipping %s", err)

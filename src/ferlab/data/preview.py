@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ferlab.data.augment import AugmentConfig, batch_mixing, build_augmentation, describe
@@ -44,7 +45,7 @@ def preview_augmentation(
     torch.manual_seed(seed)
     transform = build_augmentation(config)
     mixing = batch_mixing(config, len(labels))
-    batch = torch.stack(originals)  # (N, C, H, W) uint8
+    batch = torch.from_numpy(np.stack(originals))  # (N, C, H, W) uint8
     columns = [batch]
     for _ in range(variants):
         out = torch.stack([transform(image) for image in batch]) if transform else batch.clone()

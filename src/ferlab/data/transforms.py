@@ -1,9 +1,11 @@
 """Image preprocessing shared by training, evaluation and inference.
 
-Training, evaluation and prediction all call `to_pixels` then `normalize`, with
-the `Preprocessing` a model stores in its metadata, so a crop is prepared the
-same way everywhere. `tta_views` gives the views that test-time augmentation
-averages a model's outputs over.
+Training, evaluation and prediction all call `to_pixels`, with the `Preprocessing`
+a model stores in its metadata, so a crop is prepared the same way everywhere.
+`tta_views` gives the views that test-time augmentation averages a model's outputs
+over. Both work on NumPy arrays and need no torch, so the inference install runs
+them as training does; `ferlab.data.tensors.normalize` turns pixels into a model's
+float input on the PyTorch side.
 
 A crop model (``resize`` set) sees images of ``resize`` pixels: it trains on random
 ``input_size`` crops of them and is tested on the centre crop or ten crops, the
@@ -15,14 +17,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-import torch
 from PIL import Image
-from torchvision.transforms.v2 import functional as TF
 
 from ferlab.errors import FerlabError
 
-__all__ = ["TTA_MODES", "Preprocessing", "check_pixels", "check_tta", "normalize", "to_pixels", "tta_views"]
+__all__ = ["TTA_MODES", "Preprocessing", "check_pixels", "check_tta", "to_pixels", "tta_views"]
 
 TTA_MODES = ("none", "flip", "tencrop")
 # An empty input is no image, and a larger one than this in a hostile model.json would allocate without bound.
@@ -80,8 +81,8 @@ class Preprocessing:
 
 def to_pixels(
     image: Image.Image, prep: Preprocessing, resample: Image.Resampling = Image.Resampling.BILINEAR
-) -> torch.Tensor:
-    """Convert to the model's mode and pixel size (`Preprocessing.pixel_size`): a uint8 tensor (C, H, W).
+) -> np.ndarray:
+    """Convert to the model's mode and pixel size (`Preprocessing.pixel_size`): a uint8 array (C, H, W).
 
     Args:
         resample: the Pillow filter when the size differs (a model's `Framing.filter`).
@@ -93,22 +94,16 @@ def to_pixels(
     array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def check_pixels(pixels: torch.Tensor, prep: Preprocessing, what: str = "pixels") -> None:
-    """Raises: FerlabError: `pixels` are not uint8 (N, C, R, R) of the model's channels and pixel size."""
+def check_pixels(pixels: np.ndarray, prep: Preprocessing, what: str = "pixels") -> None:
+    """Raises: FerlabError: `pixels` (an array or CPU tensor) are not uint8 (N, C, R, R) at the model's pixel size."""
+    pixels = np.asarray(pixels)
     expected = (prep.channels, prep.pixel_size, prep.pixel_size)
-    if pixels.dtype != torch.uint8 or pixels.ndim != 4 or tuple(pixels.shape[1:]) != expected:
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or tuple(pixels.shape[1:]) != expected:
         raise FerlabError(f"{what} must be uint8 (N, {', '.join(map(str, expected))}) as to_pixels makes them, "
                           f"got {pixels.dtype} {tuple(pixels.shape)}")
-
-
-def normalize(pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    """uint8 (..., C, H, W) -> normalised float32."""
-    mean = torch.tensor(prep.mean, dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(prep.std, dtype=torch.float32).view(-1, 1, 1)
-    return (pixels.float() / 255.0 - mean) / std
 
 
 def check_tta(mode: str) -> None:
@@ -117,20 +112,49 @@ def check_tta(mode: str) -> None:
         raise FerlabError(f"unknown test-time augmentation {mode!r}; choose one of {', '.join(TTA_MODES)}")
 
 
-def tta_views(pixels: torch.Tensor, mode: str, size: int | None = None) -> list[torch.Tensor]:
+def _crop(pixels: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
+    return pixels[..., top:top + size, left:left + size]
+
+
+def _centre_crop(pixels: np.ndarray, size: int) -> np.ndarray:
+    """torchvision's `center_crop` (the same rounding), so training's validation crops and these agree."""
+    side = pixels.shape[-1]
+    offset = int(round((side - size) / 2.0))
+    return _crop(pixels, offset, offset, size)
+
+
+def _five_crops(pixels: np.ndarray, size: int) -> list[np.ndarray]:
+    """torchvision's `five_crop` order: top-left, top-right, bottom-left, bottom-right, centre."""
+    far = pixels.shape[-1] - size
+    corners = [_crop(pixels, top, left, size) for top, left in ((0, 0), (0, far), (far, 0), (far, far))]
+    return [*corners, _centre_crop(pixels, size)]
+
+
+def _upscaled(pixels: np.ndarray, side: int) -> np.ndarray:
+    """Images (B, C, R, R) resized bilinearly to `side` with OpenCV (C = 1 or 3 fits its channel layout)."""
+    resized = [cv2.resize(np.ascontiguousarray(image.transpose(1, 2, 0)), (side, side), interpolation=cv2.INTER_LINEAR)
+               for image in pixels]
+    return np.stack([r.reshape(side, side, -1).transpose(2, 0, 1) for r in resized]) if resized else \
+        np.zeros((0, pixels.shape[1], side, side), dtype=pixels.dtype)
+
+
+def tta_views(pixels: np.ndarray, mode: str, size: int | None = None) -> list[np.ndarray]:
     """The views of uint8 images (B, C, R, R) that test-time augmentation averages over, each (B, C, S, S) uint8.
+
+    Torch tensors are taken too (as NumPy views of their memory), so training and inference cut the same views.
 
     Args:
         size: the model's input side S, for a crop model (`Preprocessing.resize`) smaller than R:
             ``none`` is then the centre crop, ``flip`` it and its mirror, ``tencrop`` the four
             corner crops and the centre crop of the images and of their mirrors. None: S = R, and
             ``none`` is the images, ``flip`` they and their mirrors, ``tencrop`` ten crops of the
-            images upscaled by `TENCROP_SCALE` (antialiased).
+            images upscaled by `TENCROP_SCALE` (bilinear).
 
     Raises:
         FerlabError: an unknown mode, or images that are not a batch of squares of side at least S.
     """
     check_tta(mode)
+    pixels = np.asarray(pixels)
     side = pixels.shape[-1] if pixels.ndim == 4 else 0
     size = size or side
     if pixels.ndim != 4 or pixels.shape[-2] != side or side < size:
@@ -138,7 +162,17 @@ def tta_views(pixels: torch.Tensor, mode: str, size: int | None = None) -> list[
         raise FerlabError(f"test-time augmentation takes square images (B, C, R, R){need}, "
                           f"got shape {tuple(pixels.shape)}")
     if mode == "tencrop":
-        larger = pixels if size < side else TF.resize(pixels, [round(side * TENCROP_SCALE)] * 2, antialias=True)
-        return list(TF.ten_crop(larger, [size, size]))
-    centre = TF.center_crop(pixels, [size, size]) if size < side else pixels
-    return [centre] if mode == "none" else [centre, TF.horizontal_flip(centre)]
+        larger = pixels if size < side else _upscaled(pixels, round(side * TENCROP_SCALE))
+        return [np.ascontiguousarray(view) for view in
+                (*_five_crops(larger, size), *_five_crops(larger[..., ::-1], size))]
+    centre = np.ascontiguousarray(_centre_crop(pixels, size))
+    return [centre] if mode == "none" else [centre, np.ascontiguousarray(centre[..., ::-1])]
+
+
+def __getattr__(name: str) -> object:
+    # `normalize` lived here until 0.1; it needs torch, so it moved to `ferlab.data.tensors` (kept for one release).
+    if name == "normalize":
+        from ferlab.data.tensors import normalize
+
+        return normalize
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

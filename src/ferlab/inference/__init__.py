@@ -1,40 +1,36 @@
-"""Inference: faces in photos, folders, videos and cameras, classified with a trained model."""
+"""Inference: faces in photos, folders, videos and cameras, classified with a trained model.
 
-from ferlab.inference.annotate import annotate, save_image
-from ferlab.inference.detect import DETECTORS, Detector, Face, create_detector
-from ferlab.inference.faces import face_pixels, load_image
-from ferlab.inference.predictor import (
-    FilePredictions,
-    ImageInput,
-    Prediction,
-    Predictor,
-    expand_inputs,
-    predict_files,
-)
-from ferlab.inference.recognizer import BACKENDS, FaceResult, Recognizer
-from ferlab.inference.tracking import FaceTracker, SceneCuts
-from ferlab.inference.video import VideoResult, process_video
+`Recognizer` is the one way to predict. Names load on first use (PEP 562), so a
+command imports only what it runs.
+"""
 
-__all__ = [
-    "BACKENDS",
-    "DETECTORS",
-    "Detector",
-    "Face",
-    "FaceResult",
-    "FaceTracker",
-    "FilePredictions",
-    "ImageInput",
-    "Prediction",
-    "Predictor",
-    "Recognizer",
-    "SceneCuts",
-    "VideoResult",
-    "annotate",
-    "create_detector",
-    "expand_inputs",
-    "face_pixels",
-    "load_image",
-    "predict_files",
-    "process_video",
-    "save_image",
-]
+from ferlab._lazy import lazy_names
+
+#: Each public name and the module that defines it.
+_LAZY = {
+    "BACKENDS": "ferlab.inference.recognizer",
+    "DEFAULT_DETECTOR": "ferlab.inference.detect",
+    "DETECTORS": "ferlab.inference.detect",
+    "Detector": "ferlab.inference.detect",
+    "Face": "ferlab.inference.detect",
+    "FaceResult": "ferlab.inference.results",
+    "FilePredictions": "ferlab.inference.files",
+    "ImageInput": "ferlab.inference.predictor",
+    "Prediction": "ferlab.inference.results",
+    "Predictor": "ferlab.inference.predictor",
+    "Recognizer": "ferlab.inference.recognizer",
+    "VideoResult": "ferlab.inference.video",
+    "annotate": "ferlab.inference.annotate",
+    "create_detector": "ferlab.inference.detect",
+    "expand_inputs": "ferlab.inference.files",
+    "face_pixels": "ferlab.inference.faces",
+    "load_image": "ferlab.inference.faces",
+    "predict_files": "ferlab.inference.predictor",
+    "process_video": "ferlab.inference.video",
+    "save_image": "ferlab.inference.annotate",
+    "to_frame": "ferlab.inference.results",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

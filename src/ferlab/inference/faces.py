@@ -14,7 +14,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from ferlab.data.framing import Framing
@@ -121,7 +120,7 @@ def _crop(image: np.ndarray, face: Face, framing: Framing) -> np.ndarray:
 
 def face_pixels(
     image: np.ndarray, faces: Sequence[Face], prep: Preprocessing, framing: Framing = Framing()
-) -> torch.Tensor:
+) -> np.ndarray:
     """The model inputs of the faces in an RGB uint8 image (H, W, 3): uint8 (N, C, S, S).
 
     Args:
@@ -136,5 +135,5 @@ def face_pixels(
         raise FerlabError(f"face_pixels takes an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
     crops = [to_pixels(Image.fromarray(_crop(image, face, framing)), prep, framing.filter) for face in faces]
     if not crops:
-        return torch.zeros((0, prep.channels, prep.pixel_size, prep.pixel_size), dtype=torch.uint8)
-    return torch.stack(crops)
+        return np.zeros((0, prep.channels, prep.pixel_size, prep.pixel_size), dtype=np.uint8)
+    return np.stack(crops)

@@ -51,7 +51,7 @@ class FaceDecoder:
 
     def __call__(self, table: SampleTable, prep: Preprocessing) -> tuple[torch.Tensor, np.ndarray]:
         """uint8 (N, C, S, S) face crops and the mask of photos that have one."""
-        pixels = torch.zeros((len(table), prep.channels, prep.pixel_size, prep.pixel_size), dtype=torch.uint8)
+        pixels = np.zeros((len(table), prep.channels, prep.pixel_size, prep.pixel_size), dtype=np.uint8)
         ok = np.zeros(len(table), dtype=bool)
         self.no_face, self.unreadable = [], []
         for i, sample in enumerate(tqdm(table.samples, desc=f"finding faces in {len(table)} photos", unit="img",
@@ -74,4 +74,4 @@ class FaceDecoder:
         if self.no_face or self.unreadable:
             log.warning("%s: no face found in %d and unreadable %d of %d photos", table.origin,
                         len(self.no_face), len(self.unreadable), len(table))
-        return pixels, ok
+        return torch.from_numpy(pixels), ok

@@ -1,9 +1,12 @@
 """Per-face expressions in photos: detect faces, crop them as the model was trained, classify them in one batch.
 
-The classifier runs on PyTorch or on ONNX Runtime. With backend ``auto`` a
-trained model is exported to ONNX in memory (through a temporary file that is
-deleted at once), because ONNX Runtime classifies crops faster on a CPU; a
-model that does not export, or a missing onnxruntime, falls back to PyTorch.
+The one way to predict: a bundled model name, run folder, ``.safetensors`` or
+``.onnx`` file goes in; `recognize`, `recognize_batch`, `predict_files` and the video
+functions build on it, and the CLI, web app and API call it. The classifier runs
+on ONNX Runtime where it can: a run's own ``model.onnx`` (training and ensembles
+write it, the bundled models ship it) loads with no torch at all, which is what the
+inference install (``pip install ferlab``) has. PyTorch is needed only for a model
+without a current ``model.onnx``, or with backend ``torch``.
 """
 
 from __future__ import annotations
@@ -12,46 +15,88 @@ import importlib.util
 import logging
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ferlab.data.transforms import check_tta, to_pixels
 from ferlab.errors import FerlabError
-from ferlab.inference.detect import Detector, Face, create_detector
+from ferlab.inference.detect import DEFAULT_DETECTOR, Detector, Face, create_detector
 from ferlab.inference.faces import face_pixels, load_image
-from ferlab.models.bundled import bundled_dir, resolve_model
-from ferlab.models.io import LoadedModel, load_model
-from ferlab.models.onnx import ONNX_NAME, OnnxModel, export_onnx, stored_onnx
+from ferlab.inference.files import FilePredictions, expand_inputs, write_predictions
+from ferlab.inference.results import FaceResult, Prediction, face_rows, to_frame
+from ferlab.models.backend import ModelBackend
+from ferlab.models.bundled import bundled_dir, is_bundled, resolve_model
+from ferlab.models.files import model_files, read_meta
+from ferlab.models.onnx_runtime import ONNX_NAME, OnnxModel, stored_onnx
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ferlab.models.io import LoadedModel
 
 __all__ = ["BACKENDS", "Classifier", "FaceResult", "Recognizer"]
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx")
-Classifier = LoadedModel | OnnxModel
+#: What `Recognizer` classifies with: a `LoadedModel` (PyTorch) or an `OnnxModel` (ONNX Runtime).
+Classifier = ModelBackend
 
 
-@dataclass(frozen=True)
-class FaceResult:
-    """One face and the model's calibrated probabilities for it."""
+def _has_torch() -> bool:
+    return importlib.util.find_spec("torch") is not None
 
-    face: Face
-    label: str
-    probs: dict[str, float]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.face.to_dict(), "label": self.label, "probs": self.probs}
+def _torch_model(model: str | Path, why: str) -> LoadedModel:
+    """The model on PyTorch, or a message saying how to do without it where torch is not installed.
+
+    Raises:
+        FerlabError: no torch (the training extra is not installed), or a model that cannot be loaded.
+    """
+    if not _has_torch():
+        raise FerlabError(
+            f"{model}: {why}, and running its model.safetensors needs PyTorch, which this install lacks; "
+            f"export it where ferlab[train] is installed (`ferlab export --model {model} --out model.onnx`, "
+            f"then pass the .onnx file), or pip install 'ferlab[train]'")
+    from ferlab.models.io import load_model  # the PyTorch stack, imported only when a model needs it
+
+    return load_model(model)
 
 
 def _exported(model: LoadedModel) -> OnnxModel:
     """`model` on ONNX Runtime; the session holds the graph in memory, so the file can go at once."""
+    from ferlab.models.onnx import export_onnx  # a LoadedModel means torch is there
+
     with tempfile.TemporaryDirectory(prefix="ferlab-onnx-") as tmp:
         return OnnxModel.load(export_onnx(model, Path(tmp) / "model.onnx"))
+
+
+def _on_onnx(loaded: LoadedModel, backend: str) -> tuple[Classifier, str]:
+    """A PyTorch model exported to ONNX Runtime at start-up; with backend auto, PyTorch where it does not export."""
+    try:
+        onnx_model = _exported(loaded)
+    except FerlabError as err:
+        if backend == "onnx":
+            raise
+        log.info("backend auto: %s; classifying on PyTorch", err)
+        return loaded, "torch"
+    log.info("backend %s: classifying on ONNX Runtime (exported at start-up)", backend)
+    return onnx_model, "onnx"
+
+
+def _stored(model: str | Path) -> OnnxModel | None:
+    """The run's own ``model.onnx`` when it is current (its metadata equals ``model.json``), else None."""
+    folder = resolve_model(model)
+    if not folder.is_dir():
+        return None
+    stored = stored_onnx(folder, read_meta(model_files(folder)[1], model)[1])
+    if stored is not None:
+        log.info("classifying on ONNX Runtime (%s)", folder / ONNX_NAME)
+    return stored
 
 
 def _classifier(model: str | Path | Classifier, backend: str) -> tuple[Classifier, str]:
@@ -63,30 +108,19 @@ def _classifier(model: str | Path | Classifier, backend: str) -> tuple[Classifie
     """
     if backend not in BACKENDS:
         raise FerlabError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if isinstance(model, OnnxModel) or (not isinstance(model, LoadedModel) and Path(model).suffix == ".onnx"):
+    if isinstance(model, OnnxModel) or (not isinstance(model, ModelBackend) and not is_bundled(model)
+                                        and Path(model).suffix.lower() == ".onnx"):
         if backend == "torch":
             raise FerlabError("an ONNX model runs on ONNX Runtime only; give its run folder for backend torch")
         return (model if isinstance(model, OnnxModel) else OnnxModel.load(model)), "onnx"
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    if backend == "torch":
-        return loaded, "torch"
-    if backend == "auto" and importlib.util.find_spec("onnxruntime") is None:
-        log.info("backend auto: onnxruntime is not installed, classifying on PyTorch")
-        return loaded, "torch"
-    folder = None if isinstance(model, LoadedModel) else resolve_model(model)
-    stored = stored_onnx(folder, loaded.meta) if folder is not None and folder.is_dir() else None
-    if stored is not None:  # the run's own export (training and save_ensemble write it): no export at start-up
-        log.info("backend %s: classifying on ONNX Runtime (%s)", backend, ONNX_NAME)
-        return stored, "onnx"
-    try:
-        onnx_model = _exported(loaded)
-    except FerlabError as err:
-        if backend == "onnx":
-            raise
-        log.info("backend auto: %s; classifying on PyTorch", err)
-        return loaded, "torch"
-    log.info("backend %s: classifying on ONNX Runtime", backend)
-    return onnx_model, "onnx"
+    if isinstance(model, ModelBackend):
+        return (model, "torch") if backend == "torch" else _on_onnx(model, backend)
+    if backend != "torch":
+        stored = _stored(model)
+        if stored is not None:
+            return stored, "onnx"
+    loaded = _torch_model(model, f"no current {ONNX_NAME}" if backend != "torch" else "backend torch")
+    return (loaded, "torch") if backend == "torch" else _on_onnx(loaded, backend)
 
 
 class Recognizer:
@@ -94,7 +128,8 @@ class Recognizer:
 
     Args:
         model: a run folder, model file or ``.onnx`` file, or a loaded model.
-        detector: a name from `ferlab.inference.detect.DETECTORS`, or a detector object.
+        detector: a name from `ferlab.inference.detect.DETECTORS`, or a detector object; ``auto`` (the
+            default) is YuNet where its model file is at hand, else Haar (see `create_detector`).
             With ``none`` each image is a face crop and is prepared exactly as training crops were.
         backend: ``torch``, ``onnx`` or ``auto`` (ONNX Runtime where the model exports); the choice is in `backend`.
         tta: test-time augmentation (``none``, ``flip`` or ``tencrop``); None: the model's own (`ModelMeta.tta`).
@@ -109,7 +144,7 @@ class Recognizer:
     def __init__(
         self,
         model: str | Path | Classifier,
-        detector: str | Detector = "haar",
+        detector: str | Detector = DEFAULT_DETECTOR,
         *,
         backend: str = "auto",
         tta: str | None = None,
@@ -156,6 +191,33 @@ class Recognizer:
         arrays = [load_image(image) for image in images]
         return self.classify([(array, self.detector.detect(array)) for array in arrays])
 
+    def predict_files(
+        self, inputs: Sequence[str | Path], out: str | Path | None = None, *, batch_size: int = 32
+    ) -> FilePredictions:
+        """Find and classify the faces in image files, folders (searched recursively) or glob patterns.
+
+        With `out`, writes ``predictions.csv`` (one row per face), ``predictions.json`` (also listing
+        images without a face and unreadable files) and, unless the detector is ``none``, annotated
+        copies under ``annotated/`` in the inputs' folder structure. An unreadable file is skipped, not fatal.
+
+        Args:
+            batch_size: images decoded and classified together.
+
+        Raises:
+            FerlabError: a missing input, no input, or no readable image at all.
+        """
+        paths = expand_inputs(inputs)
+        if not paths:
+            raise FerlabError("no input images given")
+        return write_predictions(self, paths, None if out is None else Path(out), batch_size)
+
+    def to_frame(self, images: Sequence[str | Path | Image.Image | np.ndarray]) -> pd.DataFrame:
+        """`recognize_batch` as a DataFrame, one row per face (an image's position or path in ``source``); needs pandas."""
+        names = [str(image) if isinstance(image, (str, Path)) else f"<image {i}>" for i, image in enumerate(images)]
+        found = [Prediction(r.face, r.label, r.probs, name, k)
+                 for name, results in zip(names, self.recognize_batch(images)) for k, r in enumerate(results)]
+        return to_frame(face_rows(found, self.classes))
+
     def classify(self, items: Sequence[tuple[np.ndarray, Sequence[Face]]]) -> list[list[FaceResult]]:
         """Classify faces found already (a video frame reusing earlier detections), in one batch.
 
@@ -166,7 +228,7 @@ class Recognizer:
         counts = [len(p) for p in pixels]
         if not sum(counts):
             return [[] for _ in items]
-        probs = self.model.predict_proba(torch.cat(pixels), tta=self.tta)  # (sum of n_i, K)
+        probs = self.model.predict_proba(np.concatenate(pixels), tta=self.tta)  # (sum of n_i, K)
         classes = self.classes
         results, start = [], 0
         for (_, faces), n in zip(items, counts):
@@ -175,9 +237,9 @@ class Recognizer:
             start += n
         return results
 
-    def _pixels(self, image: np.ndarray, faces: Sequence[Face]) -> torch.Tensor:
+    def _pixels(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         prep = self.model.meta.preprocessing
         if self.detector.name == "none":
             # The image is the crop: resized like a training crop (stretched), not padded square with a margin.
-            return to_pixels(Image.fromarray(image), prep, self.framing.filter).unsqueeze(0).repeat(len(faces), 1, 1, 1)
+            return np.repeat(to_pixels(Image.fromarray(image), prep, self.framing.filter)[None], len(faces), axis=0)
         return face_pixels(image, faces, prep, self.framing)

@@ -1,42 +1,37 @@
-"""Models: the registry, the architectures, and their on-disk format."""
+"""Models: the registry, the architectures, and their on-disk format.
 
-from ferlab.models import cnn as _cnn  # noqa: F401  (registers the from-scratch CNNs)
-from ferlab.models import transfer as _transfer  # noqa: F401  (registers the timm backbones and timm:<name>)
-from ferlab.models import xception as _xception  # noqa: F401  (registers mini_xception)
-from ferlab.models.ensemble import Ensemble, save_ensemble  # also registers "ensemble"
-from ferlab.models.explain import explain_files, grad_cam, overlay_heatmap
-from ferlab.models.freezing import FREEZE_POLICIES, apply_freeze, parameter_blocks
-from ferlab.models.io import LoadedModel, build_model, load_model, save_model
-from ferlab.models.meta import ModelMeta
-from ferlab.models.registry import (
-    ModelEntry,
-    check_input,
-    count_parameters,
-    create_model,
-    list_models,
-    model_entry,
-    register_model,
-)
+Names load on first use (PEP 562): the ONNX Runtime backend, metadata and bundled
+models need no torch, and importing them must not pull in timm and the architectures.
+"""
 
-__all__ = [
-    "FREEZE_POLICIES",
-    "Ensemble",
-    "LoadedModel",
-    "ModelEntry",
-    "ModelMeta",
-    "apply_freeze",
-    "build_model",
-    "check_input",
-    "count_parameters",
-    "create_model",
-    "explain_files",
-    "grad_cam",
-    "list_models",
-    "load_model",
-    "model_entry",
-    "overlay_heatmap",
-    "parameter_blocks",
-    "register_model",
-    "save_ensemble",
-    "save_model",
-]
+from ferlab._lazy import lazy_names
+
+#: Each public name and the module that defines it.
+_LAZY = {
+    "FREEZE_POLICIES": "ferlab.models.freezing",
+    "Ensemble": "ferlab.models.ensemble",
+    "LoadedModel": "ferlab.models.io",
+    "ModelBackend": "ferlab.models.backend",
+    "ModelEntry": "ferlab.models.registry",
+    "ModelMeta": "ferlab.models.meta",
+    "OnnxModel": "ferlab.models.onnx_runtime",
+    "apply_freeze": "ferlab.models.freezing",
+    "build_model": "ferlab.models.io",
+    "check_input": "ferlab.models.registry",
+    "count_parameters": "ferlab.models.registry",
+    "create_model": "ferlab.models.registry",
+    "explain_files": "ferlab.models.explain",
+    "grad_cam": "ferlab.models.explain",
+    "list_models": "ferlab.models.registry",
+    "load_model": "ferlab.models.io",
+    "model_entry": "ferlab.models.registry",
+    "overlay_heatmap": "ferlab.models.explain",
+    "parameter_blocks": "ferlab.models.freezing",
+    "register_model": "ferlab.models.registry",
+    "save_ensemble": "ferlab.models.ensemble",
+    "save_model": "ferlab.models.io",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

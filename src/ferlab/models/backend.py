@@ -7,18 +7,29 @@ so a model predicts the same way on either runtime; a backend only runs one view
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import numpy as np
-import torch
 
 from ferlab.data.transforms import check_pixels, check_tta, tta_views
 from ferlab.models.meta import ModelMeta
 
-__all__ = ["ModelBackend"]
+__all__ = ["ModelBackend", "softmax"]
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise ``softmax(logits / temperature)`` in float64, stable for large logits, returned as float32."""
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True) if len(scaled) else 0.0
+    exp = np.exp(scaled)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 class ModelBackend(ABC):
     """A model with its metadata; subclasses implement `view_logits`.
+
+    Pixels are NumPy arrays, so the ONNX Runtime backend needs no torch; a CPU torch
+    tensor is taken too (read through `np.asarray`, without a copy).
 
     Attributes:
         meta: the model's metadata (classes, preprocessing, temperature, test-time views).
@@ -31,8 +42,8 @@ class ModelBackend(ABC):
         return self.meta.classes
 
     @abstractmethod
-    def view_logits(self, views: torch.Tensor) -> torch.Tensor:
-        """Logits (B, classes) of uint8 views (B, C, S, S) at the model's input size."""
+    def view_logits(self, views: np.ndarray) -> np.ndarray:
+        """Logits (B, classes), float32, of uint8 views (B, C, S, S) at the model's input size."""
 
     def resolve_tta(self, tta: str | None) -> str:
         """`tta`, or the model's own (`ModelMeta.tta`) when None.
@@ -44,7 +55,7 @@ class ModelBackend(ABC):
         check_tta(mode)
         return mode
 
-    def predict_logits(self, pixels: torch.Tensor, batch_size: int = 256, tta: str | None = None) -> np.ndarray:
+    def predict_logits(self, pixels: Any, batch_size: int = 256, tta: str | None = None) -> np.ndarray:
         """Raw logits (N, classes) for uint8 images (N, C, R, R) made by `to_pixels`, before temperature.
 
         Args:
@@ -57,20 +68,21 @@ class ModelBackend(ABC):
             FerlabError: an unknown `tta`, or pixels that are not uint8 at the model's pixel size.
         """
         mode = self.resolve_tta(tta)
-        prep = self.meta.preprocessing
-        check_pixels(pixels, prep)
-        with torch.inference_mode():
-            views_per_image = len(tta_views(pixels[:1], mode, prep.input_size)) if len(pixels) else 1
-            per_chunk = max(1, batch_size // views_per_image)  # at most `batch_size` views at once
-            chunks = [self._averaged(batch, mode) for batch in torch.split(pixels, per_chunk)]  # each (B, classes)
-        return torch.cat(chunks).float().numpy() if chunks else np.zeros((0, len(self.classes)), dtype=np.float32)
+        pixels = np.asarray(pixels)
+        check_pixels(pixels, self.meta.preprocessing)
+        if not len(pixels):
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        views_per_image = len(tta_views(pixels[:1], mode, self.meta.preprocessing.input_size))
+        per_chunk = max(1, batch_size // views_per_image)  # at most `batch_size` views at once
+        return np.concatenate([self._averaged(pixels[start:start + per_chunk], mode)
+                               for start in range(0, len(pixels), per_chunk)])
 
-    def _averaged(self, batch: torch.Tensor, mode: str) -> torch.Tensor:
+    def _averaged(self, batch: np.ndarray, mode: str) -> np.ndarray:
         """The mean logits (B, classes) over the views of `batch`, run as one batch of V * B views (faster)."""
-        views = torch.cat(tta_views(batch, mode, self.meta.preprocessing.input_size))  # (V * B, C, S, S)
-        return self.view_logits(views).float().view(-1, len(batch), len(self.classes)).mean(dim=0)
+        views = np.concatenate(tta_views(batch, mode, self.meta.preprocessing.input_size))  # (V * B, C, S, S)
+        logits = np.asarray(self.view_logits(views), dtype=np.float32)
+        return logits.reshape(-1, len(batch), len(self.classes)).mean(axis=0)
 
-    def predict_proba(self, pixels: torch.Tensor, batch_size: int = 256, tta: str | None = None) -> np.ndarray:
+    def predict_proba(self, pixels: Any, batch_size: int = 256, tta: str | None = None) -> np.ndarray:
         """Calibrated probabilities ``softmax(logits / temperature)``, shape (N, classes); see `predict_logits`."""
-        logits = torch.from_numpy(self.predict_logits(pixels, batch_size, tta))
-        return torch.softmax(logits / self.meta.temperature, dim=1).numpy()
+        return softmax(self.predict_logits(pixels, batch_size, tta), self.meta.temperature)

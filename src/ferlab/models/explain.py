@@ -22,7 +22,8 @@ from torch import nn
 from ferlab._io import check_new_folder, save_figure
 from ferlab.data.images import decode_image
 from ferlab.data.labels import canonical_label
-from ferlab.data.transforms import normalize, to_pixels, tta_views
+from ferlab.data.tensors import normalize
+from ferlab.data.transforms import to_pixels, tta_views
 from ferlab.errors import FerlabError
 from ferlab.models.ensemble import Ensemble
 from ferlab.models.io import LoadedModel, load_model
@@ -157,7 +158,7 @@ def grad_cam(
             if not isinstance(attribution, torch.Tensor) or attribution.dim() != 4:
                 raise FerlabError(f"layer {layer!r} has no spatial (N, C, h, w) output to explain; name a convolution")
             maps.append(LayerAttribution.interpolate(attribution.detach(), view.shape[-2:], "bilinear"))
-    border = round((prep.pixel_size - prep.input_size) / 2)  # where tta_views (torchvision) starts the centre crop
+    border = round((prep.pixel_size - prep.input_size) / 2)  # where tta_views starts the centre crop
     heat = nn.functional.pad(torch.cat(maps)[:, 0], [border, prep.pixel_size - prep.input_size - border] * 2)  # (N, H, W)
     peak = heat.amax(dim=(1, 2), keepdim=True)
     return torch.where(peak > 0, heat / peak.clamp_min(1e-12), 0.0).numpy().astype(np.float32)
@@ -237,7 +238,7 @@ def explain_files(
     """
     # Here, not at the top: inference imports ferlab.models, and evaluation pulls in scikit-learn.
     from ferlab.evaluation.plots import plot_gallery
-    from ferlab.inference.predictor import expand_inputs
+    from ferlab.inference.files import expand_inputs
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     paths = expand_inputs(inputs)
@@ -245,7 +246,7 @@ def explain_files(
         raise FerlabError("no images to explain")
     out = check_new_folder(out, hint="choose a new one, so that earlier explanations do not mix with these")
     prep = loaded.meta.preprocessing
-    pixels = torch.stack([to_pixels(decode_image(p, str(p)), prep) for p in paths])  # (N, C, S, S) uint8
+    pixels = torch.from_numpy(np.stack([to_pixels(decode_image(p, str(p)), prep) for p in paths]))  # (N, C, S, S) uint8
     probs = loaded.predict_proba(pixels)
     explained = _targets(loaded, pixels, target)
     heat = grad_cam(loaded, pixels, explained, layer)

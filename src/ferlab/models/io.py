@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ferlab._io import atomic_path, write_json
-from ferlab.data.transforms import normalize
+from ferlab.data.tensors import normalize
 from ferlab.errors import FerlabError
 from ferlab.models.backend import ModelBackend
 from ferlab.models.bundled import bundled_dir, is_bundled, resolve_model
+from ferlab.models.files import META_NAME, WEIGHTS_NAME, model_files, read_meta, require_file
 from ferlab.models.meta import ModelMeta
 from ferlab.models.registry import create_model
 
 __all__ = ["LoadedModel", "build_model", "load_model", "save_model", "save_temperature"]
 
-WEIGHTS_NAME = "model.safetensors"
 # The weights files being loaded right now, outermost first: an ensemble member among them is a cycle.
 _LOADING: set[Path] = set()
-META_NAME = "model.json"
 
 
 def build_model(meta: ModelMeta) -> nn.Module:
@@ -57,14 +55,6 @@ def save_model(model: nn.Module, meta: ModelMeta, directory: str | Path) -> Path
     return directory / WEIGHTS_NAME
 
 
-def _model_files(path: Path) -> tuple[Path, Path]:
-    if path.is_dir():
-        return path / WEIGHTS_NAME, path / META_NAME
-    if path.suffix == ".json":
-        return path.with_suffix(".safetensors"), path
-    return path, path.with_suffix(".json")
-
-
 class LoadedModel(ModelBackend):
     """A PyTorch model in eval mode with its metadata."""
 
@@ -72,28 +62,9 @@ class LoadedModel(ModelBackend):
         self.module = module
         self.meta = meta
 
-    def view_logits(self, views: torch.Tensor) -> torch.Tensor:
-        return self.module(normalize(views, self.meta.preprocessing))
-
-
-def _require(needed: Path, given: str | Path) -> None:
-    if not needed.is_file():
-        raise FerlabError(f"no model at {given}: {needed} is missing "
-                          "(expected a run folder or a .safetensors file with its .json)")
-
-
-def _read_meta(meta_path: Path, given: str | Path) -> tuple[dict[str, Any], ModelMeta]:
-    """The metadata file as stored (a dict) and as loaded."""
-    _require(meta_path, given)
-    try:
-        data = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise FerlabError(f"{meta_path}: not valid JSON ({err})") from None
-    except RecursionError:
-        raise FerlabError(f"{meta_path}: JSON nested too deeply to be a model's metadata") from None
-    if not isinstance(data, dict):
-        raise FerlabError(f"{meta_path}: expected a JSON object, got {type(data).__name__}")
-    return data, ModelMeta.from_dict(data, str(meta_path))
+    def view_logits(self, views: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.module(normalize(views, self.meta.preprocessing)).float().numpy()
 
 
 def save_temperature(path: str | Path, temperature: float) -> Path:
@@ -112,8 +83,8 @@ def save_temperature(path: str | Path, temperature: float) -> Path:
     if is_bundled(path):
         raise FerlabError(f"{path!r} is a bundled model and is not changed in place; copy its folder "
                           f"({bundled_dir(path)}) and calibrate the copy")
-    meta_path = _model_files(Path(path).expanduser())[1]
-    data, meta = _read_meta(meta_path, path)
+    meta_path = model_files(Path(path).expanduser())[1]
+    data, meta = read_meta(meta_path, path)
     data["temperature"] = replace(meta, temperature=temperature).temperature  # validated, a plain float
     write_json(meta_path, data)
     return meta_path
@@ -125,9 +96,9 @@ def load_model(path: str | Path) -> LoadedModel:
     Raises:
         FerlabError: a file is missing or does not match the metadata.
     """
-    weights_path, meta_path = _model_files(resolve_model(path))
-    _require(weights_path, path)
-    meta = _read_meta(meta_path, path)[1]
+    weights_path, meta_path = model_files(resolve_model(path))
+    require_file(weights_path, path)
+    meta = read_meta(meta_path, path)[1]
     key = weights_path.resolve()
     if key in _LOADING:  # an ensemble that lists itself, directly or through another ensemble
         raise FerlabError(f"{weights_path} contains itself: an ensemble cannot be its own member")

@@ -1,4 +1,4 @@
-"""ONNX export and ONNX Runtime inference: the same uint8 pixels in, the same calibrated probabilities out.
+"""ONNX export (and int8 quantisation) of PyTorch models: the same uint8 pixels in, the same probabilities out.
 
 The exported graph takes uint8 views (B, C, S, S) at the model's input size (`to_pixels`
 makes them, cut by `tta_views` for a crop model), and normalises them inside the graph with the
@@ -8,32 +8,33 @@ beyond the resize. It outputs logits before temperature; the whole ``model.json`
 `OnnxModel.load` needs no other file and applies the test-time views and the temperature
 as `LoadedModel` does (both are `ModelBackend`s).
 
-``onnx`` and ``onnxruntime`` are imported inside the functions that use them:
-importing ferlab.models never pulls them in.
+Running an export needs only `ferlab.models.onnx_runtime` (no torch); its names are
+re-exported here. ``onnx`` is imported inside the functions that use it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from ferlab._io import atomic_path
-from ferlab.data.transforms import Preprocessing, check_pixels, normalize, tta_views
+from ferlab.data.tensors import normalize
+from ferlab.data.transforms import Preprocessing, check_pixels, tta_views
 from ferlab.errors import FerlabError
 from ferlab.models.backend import ModelBackend
 from ferlab.models.bundled import is_bundled
 from ferlab.models.io import LoadedModel, load_model
 from ferlab.models.meta import ModelMeta
+from ferlab.models.onnx_runtime import INPUT_NAME, META_KEY, ONNX_NAME, OUTPUT_NAME, OnnxModel, stored_onnx
 
 if TYPE_CHECKING:
     import onnx
@@ -55,12 +56,6 @@ __all__ = [
     "write_model_onnx",
 ]
 
-#: The metadata_props key holding the model's ``model.json``.
-META_KEY = "ferlab.model"
-#: The export that training and `save_ensemble` write beside ``model.safetensors``, which inference loads as it is.
-ONNX_NAME = "model.onnx"
-INPUT_NAME = "pixels"
-OUTPUT_NAME = "logits"
 #: Calibration images for static int8 quantisation when none are given.
 CALIBRATION_SAMPLES = 64
 
@@ -103,11 +98,12 @@ class _PixelReader:
     """`onnxruntime.quantization.CalibrationDataReader` over the centre views of uint8 pixels, 16 at a time."""
 
     def __init__(self, pixels: torch.Tensor, input_size: int) -> None:
-        self._batches = iter(torch.split(tta_views(pixels, "none", input_size)[0], 16))
+        centre = tta_views(pixels, "none", input_size)[0]
+        self._batches = iter(np.split(centre, range(16, len(centre), 16)))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
-        return None if batch is None else {INPUT_NAME: batch.numpy()}
+        return None if batch is None else {INPUT_NAME: batch}
 
 
 def generated_pixels(prep: Preprocessing, count: int = CALIBRATION_SAMPLES, seed: int = 0) -> torch.Tensor:
@@ -240,26 +236,6 @@ def write_model_onnx(model: LoadedModel, directory: str | Path) -> Path | None:
         return None
 
 
-def stored_onnx(folder: Path, meta: ModelMeta, threads: int | None = None) -> OnnxModel | None:
-    """``folder/model.onnx`` on ONNX Runtime when it is the export of the model described by `meta`, else None.
-
-    A file whose embedded metadata differs (the model was retrained or recalibrated after the
-    export, or the file is foreign or damaged) is passed over with one log line, never used.
-    """
-    path = folder / ONNX_NAME
-    if not path.is_file():
-        return None
-    try:
-        model = OnnxModel.load(path, threads)
-    except FerlabError as err:
-        log.info("passing over %s: %s", path, err)
-        return None
-    if model.meta.to_dict() != meta.to_dict():
-        log.info("passing over %s: it was exported from another version of the model in %s", path, folder)
-        return None
-    return model
-
-
 def update_onnx_meta(path: Path, meta: ModelMeta) -> None:
     """Rewrite the ferlab metadata embedded in an export (after a new temperature), atomically."""
     import onnx
@@ -268,55 +244,6 @@ def update_onnx_meta(path: Path, meta: ModelMeta) -> None:
     onnx.helper.set_model_props(proto, {META_KEY: json.dumps(meta.to_dict())})
     with atomic_path(path) as tmp:
         onnx.save_model(proto, tmp)
-
-
-class OnnxModel(ModelBackend):
-    """An exported model on ONNX Runtime (CPU), predicting as `LoadedModel` does (see `ModelBackend`).
-
-    Attributes:
-        meta: the model's metadata, read from the file.
-    """
-
-    def __init__(self, session: Any, meta: ModelMeta) -> None:
-        self.session = session
-        self.meta = meta
-
-    @classmethod
-    def load(cls, path: str | Path, threads: int | None = None) -> OnnxModel:
-        """Open an ONNX file written by `export_onnx`.
-
-        Args:
-            threads: intra-op threads (default: ONNX Runtime's choice, one per physical core).
-
-        Raises:
-            FerlabError: a missing or unreadable file, or one without ferlab metadata.
-        """
-        import onnxruntime as ort
-        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
-
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise FerlabError(f"no ONNX model at {path}")
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        try:
-            session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
-        except (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NotImplemented) as err:
-            raise FerlabError(f"{path}: not a readable ONNX model ({str(err).strip().splitlines()[0]})") from None
-        props = session.get_modelmeta().custom_metadata_map
-        if META_KEY not in props:
-            raise FerlabError(f"{path}: no ferlab metadata ({META_KEY!r}); export it with `ferlab export`")
-        try:
-            data = json.loads(props[META_KEY])
-        except json.JSONDecodeError as err:
-            raise FerlabError(f"{path}: metadata {META_KEY!r} is not valid JSON ({err})") from None
-        if not isinstance(data, dict):
-            raise FerlabError(f"{path}: metadata {META_KEY!r} is not a JSON object")
-        return cls(session, ModelMeta.from_dict(data, f"{path} metadata"))
-
-    def view_logits(self, views: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: views.contiguous().numpy()})[0])
 
 
 @dataclass(frozen=True)

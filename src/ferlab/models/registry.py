@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,18 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 #: Name prefixes (``timm:``) whose entries are made on demand from the rest of the name.
 _FAMILIES: dict[str, Callable[[str], ModelEntry]] = {}
+#: The modules whose import registers the built-in architectures (and the ``timm:`` family).
+BUILTIN_MODULES = ("ferlab.models.cnn", "ferlab.models.transfer", "ferlab.models.xception", "ferlab.models.ensemble")
+
+
+def _builtin_registered() -> None:
+    """Import the built-in architectures before the first lookup.
+
+    `ferlab.models` loads its names lazily (so inference need not import timm), hence the
+    registry itself makes sure its entries exist; an import is a no-op once done.
+    """
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
 
 
 def register_family(prefix: str, resolve: Callable[[str], ModelEntry]) -> None:
@@ -89,6 +102,7 @@ def add_entry(entry: ModelEntry) -> None:
 
 def model_entry(name: str) -> ModelEntry:
     """Raises: FerlabError: no model of that name (the message lists close matches)."""
+    _builtin_registered()
     if name in _REGISTRY:
         return _REGISTRY[name]
     for prefix, resolve in _FAMILIES.items():
@@ -101,6 +115,7 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def list_models(pattern: str = "*") -> list[str]:
+    _builtin_registered()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
