@@ -144,6 +144,15 @@ def test_cli_video(trained_run, moving_faces, tmp_path, capsys):
     assert len(read_rows(tmp_path / "x" / "frames.csv")) == 2  # the bundled default model
 
 
+def test_cli_video_writes_beside_the_current_folder_without_out(moving_faces, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["video", str(moving_faces[0]), "--detector", "none", "--max-frames", "3"]) == 0
+    said = capsys.readouterr()
+    assert "written to moving-ferlab" in said.out and "H.264" in said.out
+    assert (tmp_path / "moving-ferlab" / "tracks.json").is_file()
+    assert "frame/s" not in said.err and "it/s" not in said.err  # no progress bar where stderr is no terminal
+
+
 @pytest.mark.skipif(not (WILD.is_dir() and YUNET.is_file()), reason="../shared videos or YuNet model missing")
 def test_wild_video_with_yunet(model, tmp_path):
     result = process_video(model, WILD / "single_face.mp4", tmp_path, detector="yunet", detector_path=YUNET,

@@ -33,7 +33,7 @@ from ferlab.inference.tracking import FaceTracker, SceneCuts
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["VideoResult", "process_video"]
+__all__ = ["VideoResult", "default_out", "process_video"]
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,21 @@ class VideoResult:
         return frames_of(self.summaries)[1]
 
 
+def default_out(source: str | Path | int) -> Path:
+    """Where a run writes without ``--out``: ``<clip stem>-ferlab/`` or ``camera<N>-ferlab/``, in the current folder.
+
+    The current folder rather than beside the clip, which may be read-only (a mounted share, a download folder).
+    """
+    return Path(f"camera{source}-ferlab" if _is_camera(source) else f"{Path(source).stem}-ferlab")
+
+
+def _is_camera(source: str | Path | int) -> bool:
+    return isinstance(source, int) or (isinstance(source, str) and source.isdigit() and not Path(source).exists())
+
+
 def _open(source: str | Path | int) -> tuple[cv2.VideoCapture, str, bool]:
     """The capture, a name for messages, and whether it is a camera."""
-    camera = isinstance(source, int) or (isinstance(source, str) and source.isdigit() and not Path(source).exists())
-    if camera:
+    if _is_camera(source):
         capture = cv2.VideoCapture(int(source))
         if not capture.isOpened():
             raise FerlabError(f"cannot open camera {source}")
