@@ -1,5 +1,6 @@
-# make serve                      set up, then the web app on the bundled `fast` model: http://127.0.0.1:7860
-# make test                       set up, then run the test suite
+# make serve                      set up the inference install with the web app (no torch), then the web app on
+#                                 the bundled `fast` model: http://127.0.0.1:7860
+# make test                       set up everything (training, serving, test tools), then run the test suite
 # make run DATA=path/to/fer2013   set up, then train on DATA and write its report
 # make reference NAME=fast DATA=fer2013-train-val.zip   retrain a bundled model's recipe (fast or accurate)
 VENV ?= .venv
@@ -11,17 +12,25 @@ STAMP := $(shell date +%Y%m%d-%H%M%S)
 RUN ?= runs/$(MODEL)-$(STAMP)
 BIN := $(VENV)/bin
 
-.PHONY: setup serve run reference test
+.PHONY: setup setup-serve serve run reference test
 
-setup: $(VENV)/.installed
+# Two installs: the web app needs only the core (ONNX Runtime) and the serve extra; training and tests need all.
+setup: $(VENV)/.installed-all
+setup-serve: $(VENV)/.installed-serve
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed-serve: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -c constraints.txt -e ".[dev,serve]"
+	$(BIN)/python -m pip install -c constraints.txt -e ".[serve]"
 	touch $@
 
-serve: setup
+$(VENV)/.installed-all: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -c constraints.txt -e ".[all,dev]"
+	touch $@ $(VENV)/.installed-serve
+
+serve: setup-serve
 	$(BIN)/ferlab serve --model $(or $(NAME),fast)
 
 run: setup

@@ -14,6 +14,7 @@ from typing import TextIO
 
 from ferlab import __version__
 from ferlab.errors import FerlabError
+from ferlab.extras import missing_extra
 
 log = logging.getLogger("ferlab")
 
@@ -776,6 +777,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = args.run(args)  # None, or an exit status of its own
     except FerlabError as err:
         print(f"ferlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        message = missing_extra(err)
+        if message is None:
+            raise
+        print(f"ferlab {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ferlab {args.command}: interrupted", file=sys.stderr)

@@ -68,3 +68,12 @@ def test_a_run_without_model_onnx_says_how_to_do_without_torch(trained_run, tree
     assert done.returncode != 0
     assert "needs PyTorch, which this install lacks" in done.stderr and "pip install 'ferlab[train]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_command_that_needs_an_extra_names_it():
+    done = run_core("""
+        from ferlab.cli import main
+        sys.exit(main(["train", "--data", "faces/", "--out", "runs/x"]))
+    """)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "from the train extra, which is not installed: pip install 'ferlab[train]'" in done.stderr

@@ -3,8 +3,10 @@
 A bundled model is named where a model path is expected: ``load_model("fast")``,
 ``ferlab predict --model accurate``. The name is matched only as a plain string;
 a folder that happens to have the same name is reached as ``./fast`` or a `Path`.
-Each model's folder holds ``model.safetensors``, ``model.json`` and ``MODEL_CARD.md``
-(data, recipe, measured accuracy and limits), written by ``benchmarks/reference_models.py``.
+Each model's folder holds ``model.safetensors``, ``model.json``, ``model.onnx`` (the same
+model with its metadata embedded, which the torch-free inference install runs) and
+``MODEL_CARD.md`` (data, recipe, measured accuracy and limits), written by
+``benchmarks/reference_models.py``.
 """
 
 from __future__ import annotations
