@@ -246,7 +246,7 @@ def _models(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from ferlab.training.compare import compare
+    from ferlab.experiments.compare import compare
 
     grid, *overrides = args.grid_and_overrides  # one positional list: argparse cannot split two around options
     result = compare(grid, data=args.data, out=args.out, overrides=overrides, resume=not args.no_resume)
@@ -255,7 +255,7 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _tune(args: argparse.Namespace) -> None:
-    from ferlab.training.tune import tune
+    from ferlab.experiments.tune import tune
 
     result = tune(args.space, data=args.data, out=args.out, trials=args.trials, sampler=args.sampler,
                   storage=args.storage, study_name=args.study, seed=args.seed, epochs=args.epochs,
@@ -274,7 +274,7 @@ def _ensemble(args: argparse.Namespace) -> None:
 
 
 def _explain(args: argparse.Namespace) -> None:
-    from ferlab.models import explain_files
+    from ferlab.evaluation.explain import explain_files
 
     paths = explain_files(args.model, args.inputs, args.out, target=args.class_label or "predicted", layer=args.layer)
     print(f"Grad-CAM of {len(paths) - 1} image(s) written to {args.out} (gallery: {paths[-1].name})")
@@ -405,7 +405,7 @@ def _data_framing(args: argparse.Namespace) -> None:
 
 
 def _data_suspects(args: argparse.Namespace) -> None:
-    from ferlab.evaluation.suspects import find_suspects
+    from ferlab.experiments.suspects import find_suspects
 
     data, *overrides = args.data_and_overrides  # one positional list: argparse cannot split two around options
     result = find_suspects(data, args.out, config=args.config, model=args.model, folds=args.folds, epochs=args.epochs,

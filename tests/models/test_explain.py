@@ -7,12 +7,12 @@ import torch
 from ferlab.cli import main
 from ferlab.data import ImageDataset, open_dataset
 from ferlab.errors import FerlabError
+from ferlab.evaluation.explain import explain_files
 from ferlab.models import (
     Ensemble,
     LoadedModel,
     ModelMeta,
     create_model,
-    explain_files,
     grad_cam,
     list_models,
     load_model,

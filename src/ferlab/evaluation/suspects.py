@@ -1,10 +1,10 @@
-"""`find_suspects(data, out)`: the images most likely mislabelled, ranked, for a person to check.
+"""The scoring half of the label-noise finder: probabilities in, likely mislabelled images out, ranked.
 
-A model never scores an image it trained on: the data is cut into k stratified
-folds and fold i is predicted by a model trained on the others, so a wrong label
-cannot have been memorised into agreeing with itself. cleanlab's confident
-learning then flags the samples whose given label disagrees with what the
-models confidently predict, ranked by label quality (lowest first).
+cleanlab's confident learning flags the samples whose given label disagrees with
+what the models confidently predict, ranked by label quality (lowest first).
+The probabilities come from given models (`given_model_scores`, which notices a
+model that trained on the images) or from k-fold training, which sits above
+evaluation in `ferlab.experiments.suspects` (`find_suspects`, the entry point).
 """
 
 from __future__ import annotations
@@ -13,16 +13,14 @@ import collections
 import dataclasses
 import json
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import yaml
-from omegaconf import OmegaConf
 
 from ferlab._io import check_new_folder, write_csv, write_json
 from ferlab.data import (
@@ -30,8 +28,6 @@ from ferlab.data import (
     Preprocessing,
     Sample,
     SampleTable,
-    kfold_splits,
-    merge_classes,
     open_dataset,
     select_classes,
 )
@@ -41,15 +37,11 @@ from ferlab.evaluation.galleries import gallery_images
 from ferlab.evaluation.plots import plot_gallery
 from ferlab.models import LoadedModel, load_model
 
-if TYPE_CHECKING:
-    from ferlab.training import TrainConfig
-
-__all__ = ["Suspect", "SuspectsResult", "find_suspects"]
+__all__ = ["Scores", "Suspect", "SuspectsResult", "check_out", "examined_samples", "given_model_scores",
+           "predict_scores", "write_suspects"]
 
 log = logging.getLogger(__name__)
 
-#: Epochs per fold when no YAML config sets them: k models are trained, so each is kept short.
-DEFAULT_EPOCHS = 10
 #: cleanlab's score for ranking; its docs find the margin best for a label swapped with another class of the set.
 QUALITY_METHOD = "normalized_margin"
 #: A model whose training images make up at least this share of the scored ones scores them in-sample.
@@ -102,7 +94,7 @@ class SuspectsResult:
 
 
 @dataclass(frozen=True)
-class _Scores:
+class Scores:
     """Probabilities (N, classes) for the readable samples, with their uint8 pixels (N, C, S, S) for the gallery."""
 
     samples: list[Sample]
@@ -111,7 +103,7 @@ class _Scores:
     skipped: list[str]
 
 
-def _examined(data: str | Path, split: str) -> SampleTable:
+def examined_samples(data: str | Path, split: str) -> SampleTable:
     """The samples to check: `split` (see `choose_split`), or an unsplit dataset whole."""
     table = open_dataset(data)
     if table.splits() == [""]:
@@ -120,24 +112,7 @@ def _examined(data: str | Path, split: str) -> SampleTable:
     return choose_split(table, split)
 
 
-def _training_config(
-    config: str | Path | None, data: Path, model: str | None, epochs: int | None, seed: int | None, overrides: Sequence[str]
-) -> TrainConfig:
-    """The config every fold trains with; `out` is set per fold."""
-    from ferlab.training import load_config
-
-    values: dict[str, Any] = {"data.path": str(data), "out": "folds"}  # a placeholder, so that validate() checks the rest
-    for key, value in (("model.name", model), ("epochs", epochs), ("seed", seed)):
-        if value is not None:
-            values[key] = value
-    if config is None and epochs is None:
-        values["epochs"] = DEFAULT_EPOCHS
-    cfg = load_config(config, overrides, values)
-    cfg.validate()
-    return cfg
-
-
-def _check_out(out: Path, settings: dict[str, Any]) -> None:
+def check_out(out: Path, settings: dict[str, Any]) -> None:
     """`out` is new (its settings get written) or holds an earlier run of the same settings, which continues."""
     settings_path = out / SETTINGS_FILE
     if not settings_path.is_file():
@@ -156,7 +131,7 @@ def _check_out(out: Path, settings: dict[str, Any]) -> None:
     log.info("continuing the earlier run in %s", out)
 
 
-def _predict(models: Sequence[LoadedModel], table: SampleTable, classes: Sequence[str]) -> _Scores:
+def predict_scores(models: Sequence[LoadedModel], table: SampleTable, classes: Sequence[str]) -> Scores:
     """The models' mean probabilities over `classes` (renormalised when a model has more) for `table`'s readable samples."""
     datasets: dict[Preprocessing, ImageDataset] = {}
     probs = []
@@ -168,65 +143,10 @@ def _predict(models: Sequence[LoadedModel], table: SampleTable, classes: Sequenc
         p = model.predict_proba(datasets[prep].pixels)[:, columns]  # (N, classes)
         probs.append(p / p.sum(axis=1, keepdims=True))
     first = next(iter(datasets.values()))
-    return _Scores(first.samples, first.pixels, np.mean(probs, axis=0), first.skipped)
+    return Scores(first.samples, first.pixels, np.mean(probs, axis=0), first.skipped)
 
 
-def _train_fold(cfg: TrainConfig, table: SampleTable, name: str) -> bool:
-    """Train one fold's model into `cfg.out` unless it is there already; True when an earlier run's model is reused."""
-    from ferlab.training import train
-    from ferlab.training.train import LAST_CHECKPOINT
-
-    fold_dir = Path(cfg.out)
-    if (fold_dir / "summary.json").is_file():  # train() writes it last
-        log.info("%s: reusing the finished model in %s", name, fold_dir)
-        return True
-    resume = (fold_dir / LAST_CHECKPOINT).is_file()
-    if resume:
-        log.info("%s: continuing its interrupted training from %s", name, LAST_CHECKPOINT)
-    elif fold_dir.exists():
-        # Stopped before its first epoch ended: nothing worth keeping, and the folder is ours (out/folds).
-        log.info("%s: restarting its training, interrupted before the first checkpoint", name)
-        shutil.rmtree(fold_dir)
-    else:
-        log.info("%s: training on %d samples", name, len(table.split("train")))
-    train(cfg, resume=resume, table=table)
-    return False
-
-
-def _out_of_fold(table: SampleTable, cfg: TrainConfig, folds: int, out: Path) -> tuple[_Scores, list[str], list[int]]:
-    """Out-of-fold probabilities of every sample, the classes, and the folds reused from an earlier run."""
-    if cfg.data.merge:
-        table = merge_classes(table, cfg.data.merge)
-    table, classes = select_classes(table, cfg.data.classes)
-    too_few = {label: n for label, n in table.label_counts().items() if n < folds}
-    if len(classes) < 2 or too_few:
-        raise FerlabError(f"{table.origin}: {folds} folds need at least two classes of at least {folds} images each; "
-                          f"found {table.label_counts()}")
-    # Labels are final here; every fold trains on exactly these classes, so the probability columns line up.
-    fold_data = dataclasses.replace(cfg.data, merge={}, classes=classes)
-    parts, reused = [], []
-    for i, copy in enumerate(kfold_splits(table, folds, seed=cfg.seed, groups=cfg.data.groups)):
-        fold_cfg = dataclasses.replace(cfg, data=fold_data, out=str(out / "folds" / f"fold{i}"))
-        # The held-out fold goes in as `test` (never trained on); train() carves its validation part off `train`.
-        fold_table = copy.with_samples(dataclasses.replace(s, split="test" if s.split == "val" else "train")
-                                       for s in copy.samples)
-        if _train_fold(fold_cfg, fold_table, f"fold {i + 1} of {folds}"):
-            reused.append(i)
-        parts.append(_predict([load_model(fold_cfg.out)], copy.split("val"), classes))
-    # Back into the dataset's order, so oof_probabilities.csv reads like the dataset.
-    samples = [s for part in parts for s in part.samples]
-    position = {s.source: i for i, s in enumerate(table.samples)}
-    order = np.argsort([position[s.source] for s in samples], kind="stable")
-    scores = _Scores(
-        samples=[samples[i] for i in order],
-        pixels=torch.cat([part.pixels for part in parts])[torch.from_numpy(order)],
-        probs=np.concatenate([part.probs for part in parts])[order],
-        skipped=[source for part in parts for source in part.skipped],
-    )
-    return scores, classes, reused
-
-
-def _trained_on(model: str | Path, loaded: LoadedModel, data: Path, table: SampleTable, scores: _Scores) -> bool:
+def _trained_on(model: str | Path, loaded: LoadedModel, data: Path, table: SampleTable, scores: Scores) -> bool:
     """Whether `model` trained on these images: by the sketch of its training images where it has one
     (bundled models, runs of this version), else by the data its run's config.yaml names."""
     sketch = loaded.meta.training_data
@@ -249,7 +169,7 @@ def _trained_on(model: str | Path, loaded: LoadedModel, data: Path, table: Sampl
     return same_data and bool({"train", ""} & set(table.splits()))
 
 
-def _given_models(table: SampleTable, models: Sequence[str | Path], data: Path) -> tuple[_Scores, list[str], list[str]]:
+def given_model_scores(table: SampleTable, models: Sequence[str | Path], data: Path) -> tuple[Scores, list[str], list[str]]:
     """The given models' probabilities, the classes scored, and the models that trained on these images."""
     loaded = [load_model(m) for m in models]
     for path, model in zip(models, loaded):
@@ -264,7 +184,7 @@ def _given_models(table: SampleTable, models: Sequence[str | Path], data: Path) 
     if len(classes) < 2:
         raise FerlabError(f"{table.origin} has images of {len(classes)} of the models' classes {list(loaded[0].classes)}; "
                           "finding suspects needs at least two")
-    scores = _predict(loaded, table, classes)
+    scores = predict_scores(loaded, table, classes)
     in_sample = [str(m) for m, model in zip(models, loaded) if _trained_on(m, model, data, table, scores)]
     if in_sample:
         log.warning("%s trained on these images: their probabilities are in-sample and agree with wrong labels they "
@@ -272,7 +192,7 @@ def _given_models(table: SampleTable, models: Sequence[str | Path], data: Path) 
     return scores, classes, in_sample
 
 
-def _rank(scores: _Scores, classes: Sequence[str]) -> tuple[list[Suspect], np.ndarray]:
+def _rank(scores: Scores, classes: Sequence[str]) -> tuple[list[Suspect], np.ndarray]:
     """Confident learning's label issues, lowest label quality first, and their positions in `scores`."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
@@ -301,73 +221,32 @@ def _rank(scores: _Scores, classes: Sequence[str]) -> tuple[list[Suspect], np.nd
     return suspects, np.asarray(issues, dtype=int)
 
 
-def _gallery(scores: _Scores, suspects: Sequence[Suspect], positions: np.ndarray, path: Path, n: int) -> None:
+def _gallery(scores: Scores, suspects: Sequence[Suspect], positions: np.ndarray, path: Path, n: int) -> None:
     images = gallery_images(scores.pixels, positions[:n])
     captions = [f"{s.given} -> {s.suggested} {s.p_suggested:.2f}" for s in suspects[:n]]
     plot_gallery(images, captions, path, title="Likely mislabelled (given -> suggested, its probability)")
 
 
-def find_suspects(
-    data: str | Path,
-    out: str | Path,
+def write_suspects(
+    scores: Scores,
+    classes: Sequence[str],
+    table: SampleTable,
+    out: Path,
     *,
-    config: str | Path | None = None,
-    model: str | None = None,
-    folds: int = 5,
-    epochs: int | None = None,
-    seed: int | None = None,
-    split: str = "train",
-    overrides: Sequence[str] = (),
-    models: Sequence[str | Path] | None = None,
+    settings: dict[str, Any],
+    folds: int | None = None,
+    reused: Sequence[int] = (),
+    in_sample: Sequence[str] = (),
     gallery: int = 64,
 ) -> SuspectsResult:
-    """Rank `data`'s images by how likely their label is wrong, and write the list to `out`.
-
-    Without `models`, `folds` models are trained (into ``out/folds/fold{i}``), each
-    on all folds but one, and each predicts the fold it never saw. `out` then gets
-    ``suspects.csv`` (lowest label quality first), ``oof_probabilities.csv`` (every
-    sample), ``suspects.png`` (the first `gallery` suspects) and ``summary.json``.
-    Re-running into the same `out` with the same settings continues an interrupted
-    run: finished folds are reused, an interrupted one resumes from its checkpoint.
+    """Rank the samples of `scores` and write ``suspects.csv``, ``oof_probabilities.csv``,
+    ``suspects.png`` (the first `gallery` suspects) and ``summary.json`` into `out`.
 
     Args:
-        data: any dataset `open_dataset` reads; unreadable images are counted and left out.
-        config: a training YAML; `model`, `epochs`, `seed` and `overrides` apply on top.
-        model, epochs, seed: None keeps the config's (defaults: cnn3_bn, `DEFAULT_EPOCHS`, 0).
-        folds: models trained, each predicting the fold it left out (unused with `models`).
-        split: the split to check (an unsplit dataset is checked whole).
-        overrides: ``key=value`` training config overrides, e.g. ``data.batch_size=32``.
-        models: run folders or model files whose (mean) probabilities are used instead
-            of training; where they trained on these images the result says so.
-        gallery: suspects shown in ``suspects.png`` (0: no picture).
-
-    Raises:
-        FerlabError: bad data, options or config, or an `out` holding other files or settings.
+        folds: the k of k-fold probabilities; None: they come from given models.
+        reused: folds whose models an earlier run trained; in_sample: given models that trained on these images.
     """
-    if gallery < 0:
-        raise FerlabError(f"gallery must be 0 or more, got {gallery}")
-    if models and (config is not None or model is not None or epochs is not None or overrides):
-        raise FerlabError("models= scores with trained models; config, model, epochs and overrides only apply when training")
-    if not models and folds < 2:
-        raise FerlabError(f"folds must be at least 2, got {folds}")
-    data_path = Path(data).expanduser().resolve()
-    out = Path(out).expanduser()
-    cfg = None if models else _training_config(config, data_path, model, epochs, seed, overrides)
-    settings: dict[str, Any] = {"data": str(data_path), "split": split}
-    if cfg is None:
-        settings["models"] = [str(Path(m).expanduser().resolve()) for m in models or ()]
-    else:
-        settings["folds"] = folds
-        settings["training"] = {k: v for k, v in OmegaConf.to_container(OmegaConf.structured(cfg)).items() if k != "out"}
-    table = _examined(data, split)
-    _check_out(out, settings)
-
-    reused: list[int] = []
-    in_sample: list[str] = []
-    if cfg is None:
-        scores, classes, in_sample = _given_models(table, models or (), data_path)
-    else:
-        scores, classes, reused = _out_of_fold(table, cfg, folds, out)
+    data = settings["data"]
     suspects, positions = _rank(scores, classes)
     labels = [s.label for s in scores.samples]
     accuracy = float(np.mean(np.array(classes)[scores.probs.argmax(axis=1)] == np.array(labels)))
@@ -388,8 +267,8 @@ def find_suspects(
         "samples": len(scores.samples),
         "skipped": len(scores.skipped),
         "skipped_sources": scores.skipped,
-        "probabilities": "given models" if models else "out-of-fold",
-        "folds": None if models else folds,
+        "probabilities": "out-of-fold" if folds else "given models",
+        "folds": folds,
         "reused_folds": reused,
         "accuracy": round(accuracy, 6),
         "suspects": len(suspects),
@@ -403,3 +282,16 @@ def find_suspects(
     log.info("%d suspects among %d samples (accuracy %.4f); written to %s", len(suspects), len(scores.samples), accuracy, out)
     return SuspectsResult(out, tuple(classes), len(scores.samples), tuple(scores.skipped), accuracy, tuple(suspects),
                           tuple(reused), tuple(in_sample))
+
+
+
+def __getattr__(name: str) -> Any:
+    # find_suspects moved up to ferlab.experiments.suspects (it trains); this alias goes in the next release.
+    if name == "find_suspects":
+        import importlib
+        import warnings
+
+        warnings.warn("ferlab.evaluation.suspects.find_suspects moved to ferlab.experiments.suspects",
+                      DeprecationWarning, stacklevel=2)
+        return importlib.import_module("ferlab.experiments.suspects").find_suspects
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

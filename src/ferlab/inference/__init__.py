@@ -22,7 +22,7 @@ _LAZY = {
     "VideoResult": "ferlab.inference.video",
     "annotate": "ferlab.inference.annotate",
     "create_detector": "ferlab.inference.detect",
-    "expand_inputs": "ferlab.inference.files",
+    "expand_inputs": "ferlab.data.inputs",
     "face_pixels": "ferlab.inference.faces",
     "load_image": "ferlab.inference.faces",
     "predict_files": "ferlab.inference.predictor",

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ferlab._io import write_csv, write_json
-from ferlab.data.images import is_image_name
+from ferlab.data.inputs import expand_inputs
 from ferlab.errors import FerlabError
 from ferlab.inference.annotate import annotate, save_image
 from ferlab.inference.faces import load_image
@@ -59,32 +58,6 @@ class FilePredictions:
     def to_frame(self) -> pd.DataFrame:
         """One row per face (see `face_rows`); needs pandas."""
         return to_frame(face_rows(self.predictions, self.classes))
-
-
-def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files as given; folders searched recursively for images; glob patterns expanded.
-
-    Raises:
-        FerlabError: a path that does not exist, or a folder or pattern with no images.
-    """
-    found: list[Path] = []
-    for item in map(str, inputs):
-        path = Path(item).expanduser()
-        if path.is_file():
-            found.append(path)
-        elif path.is_dir():
-            images = sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p.name))
-            if not images:
-                raise FerlabError(f"folder {path} holds no images")
-            found += images
-        elif glob.has_magic(item):
-            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
-            if not matches:
-                raise FerlabError(f"no files match {item}")
-            found += matches
-        else:
-            raise FerlabError(f"no such file or folder: {path}")
-    return found
 
 
 def _read(paths: Sequence[Path], unreadable: dict[str, str]) -> dict[Path, np.ndarray]:

@@ -20,7 +20,7 @@ _LAZY = {
     "check_input": "ferlab.models.registry",
     "count_parameters": "ferlab.models.registry",
     "create_model": "ferlab.models.registry",
-    "explain_files": "ferlab.models.explain",
+    "explain_files": "ferlab.evaluation.explain",
     "grad_cam": "ferlab.models.explain",
     "list_models": "ferlab.models.registry",
     "load_model": "ferlab.models.io",

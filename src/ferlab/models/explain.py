@@ -12,23 +12,20 @@ from __future__ import annotations
 import contextlib
 import difflib
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from ferlab._io import check_new_folder, save_figure
-from ferlab.data.images import decode_image
 from ferlab.data.labels import canonical_label
 from ferlab.data.tensors import normalize
-from ferlab.data.transforms import to_pixels, tta_views
+from ferlab.data.transforms import tta_views
 from ferlab.errors import FerlabError
 from ferlab.models.ensemble import Ensemble
-from ferlab.models.io import LoadedModel, load_model
+from ferlab.models.io import LoadedModel
 
-__all__ = ["explain_files", "grad_cam", "overlay_heatmap"]
+__all__ = ["grad_cam", "overlay_heatmap", "target_classes"]
 
 _LISTED_CONVS = 12  # an unknown layer's message lists this many of the last convolutions (timm nets have ~50)
 
@@ -42,7 +39,7 @@ def _class_index(classes: Sequence[str], label: str) -> int:
     raise FerlabError(f"unknown class {label!r}; the model's classes are {', '.join(classes)}")
 
 
-def _targets(model: LoadedModel, pixels: torch.Tensor, target: str | Sequence[int]) -> list[int]:
+def target_classes(model: LoadedModel, pixels: torch.Tensor, target: str | Sequence[int]) -> list[int]:
     """One class index per image: its top class ("predicted"), one class label for all, or the indices given.
 
     Raises:
@@ -148,7 +145,7 @@ def grad_cam(
     view = tta_views(pixels, "none", prep.input_size)[0]  # (N, C, S, S): a crop model's centre view
     inputs = normalize(view, prep)  # (N, C, S, S) float32
     with _explaining(module):
-        targets = _targets(model, pixels, target)  # in eval mode too: "predicted" runs the model
+        targets = target_classes(model, pixels, target)  # in eval mode too: "predicted" runs the model
         chosen = _named_layer(module, layer) if layer is not None else _last_spatial_conv(module, inputs[:1])
         cam = LayerGradCam(module, chosen)
         maps = []
@@ -188,80 +185,3 @@ def overlay_heatmap(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, cm
         heat = np.asarray(Image.fromarray(heat).resize(rgb.shape[1::-1], Image.Resampling.BILINEAR))
     colored = colormaps[cmap](np.clip(heat, 0, 1))[:, :, :3] * 255  # (H, W, 3), RGBA -> RGB
     return np.round((1 - alpha) * rgb + alpha * colored).astype(np.uint8)
-
-
-def _output_names(paths: Sequence[Path]) -> list[str]:
-    """``<stem>_gradcam.png`` per input, numbered where inputs share a stem (faces/a/1.png, faces/b/1.png)."""
-    names: list[str] = []
-    for path in paths:
-        name, k = f"{path.stem}_gradcam.png", 1
-        while name in names:
-            k += 1
-            name = f"{path.stem}_{k}_gradcam.png"
-        names.append(name)
-    return names
-
-
-def _save_explanation(path: Path, image: np.ndarray, overlay: np.ndarray, title: str) -> Path:
-    """The input and its overlay side by side, as PNG."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.6, 2.6), layout="constrained")
-    for ax, shown, caption in zip(fig.subplots(1, 2), (image, overlay), ("input", "Grad-CAM")):
-        ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=255)
-        ax.set_title(caption, fontsize=9)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    return save_figure(fig, path)
-
-
-def explain_files(
-    model: str | Path | LoadedModel,
-    inputs: Sequence[str | Path],
-    out: str | Path,
-    target: str = "predicted",
-    layer: str | None = None,
-) -> list[Path]:
-    """Grad-CAM of face-crop image files, folders or globs, written to the new folder `out`.
-
-    Each image gets ``<stem>_gradcam.png`` (input and overlay side by side, titled with
-    the class explained and its probability); ``gradcam.png`` is a gallery of all overlays.
-
-    Args:
-        target: "predicted" (each image's top class) or a class label to explain instead.
-
-    Returns:
-        The per-image PNGs in input order, then the gallery.
-
-    Raises:
-        FerlabError: missing or unreadable inputs, an existing non-empty `out`, an unknown class or layer.
-    """
-    # Here, not at the top: inference imports ferlab.models, and evaluation pulls in scikit-learn.
-    from ferlab.evaluation.plots import plot_gallery
-    from ferlab.inference.files import expand_inputs
-
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    paths = expand_inputs(inputs)
-    if not paths:
-        raise FerlabError("no images to explain")
-    out = check_new_folder(out, hint="choose a new one, so that earlier explanations do not mix with these")
-    prep = loaded.meta.preprocessing
-    pixels = torch.from_numpy(np.stack([to_pixels(decode_image(p, str(p)), prep) for p in paths]))  # (N, C, S, S) uint8
-    probs = loaded.predict_proba(pixels)
-    explained = _targets(loaded, pixels, target)
-    heat = grad_cam(loaded, pixels, explained, layer)
-    classes = loaded.classes
-    written, overlays, captions = [], [], []
-    for path, name, image, p, k, h in zip(paths, _output_names(paths), pixels, probs, explained, heat):
-        image = image.permute(1, 2, 0).squeeze(2).numpy()  # (S, S) gray or (S, S, 3) RGB
-        overlay = overlay_heatmap(image, h)
-        top = int(p.argmax())
-        title = f"{path.name}: {classes[k]} {p[k]:.2f}"
-        if k != top:
-            title += f" (predicted {classes[top]} {p[top]:.2f})"
-        written.append(_save_explanation(out / name, image, overlay, title))
-        overlays.append(overlay)
-        captions.append(f"{path.stem}\n{classes[k]} {p[k]:.2f}")
-    what = "the predicted class" if target == "predicted" else classes[explained[0]]
-    gallery = plot_gallery(overlays, captions, out / "gradcam.png", title=f"Grad-CAM of {what} ({loaded.meta.architecture})")
-    return [*written, gallery]

@@ -19,8 +19,8 @@ from optuna.trial import TrialState
 WORKER = """
 import sys, time
 from pathlib import Path
-from ferlab.training.search_space import Param, SearchSpace
-from ferlab.training.tune import tune
+from ferlab.experiments.search_space import Param, SearchSpace
+from ferlab.experiments.tune import tune
 
 url, data, out, seed, ready = sys.argv[1:]
 Path(ready).touch()

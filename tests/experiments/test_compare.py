@@ -1,4 +1,5 @@
 import csv
+import importlib
 import shutil
 import statistics
 from pathlib import Path
@@ -6,9 +7,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import ferlab.training.compare as compare_module
 from ferlab.errors import FerlabError
-from ferlab.training.compare import compare, load_grid
+from ferlab.experiments.compare import compare, load_grid
+
+compare_module = importlib.import_module("ferlab.experiments.compare")
 
 GRID = {
     "grid": {"model.name": ["baseline_cnn", "cnn3_bn"]},

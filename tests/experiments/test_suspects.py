@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-import ferlab.training
+import ferlab.experiments.suspects as suspects_module
 from ferlab.cli import main
 from ferlab.errors import FerlabError
-from ferlab.evaluation.suspects import find_suspects
+from ferlab.experiments.suspects import find_suspects
 from tests.synthetic import CLASSES, make_image
 
 PER_CLASS = 60
@@ -59,7 +59,7 @@ def continued(tmp_path_factory):
     """
     data = write_noisy_tree(tmp_path_factory.mktemp("noisy"))
     out = tmp_path_factory.mktemp("suspects") / "out"
-    real_train = ferlab.training.train
+    real_train = suspects_module.train
     calls = []
 
     def interrupted_at_fold3(cfg, *args, **kwargs):
@@ -72,13 +72,13 @@ def continued(tmp_path_factory):
         return real_train(cfg, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ferlab.training, "train", interrupted_at_fold3)
+        patch.setattr(suspects_module, "train", interrupted_at_fold3)
         with pytest.raises(KeyboardInterrupt):
             find_suspects(data, out, **TRAINING)
         # Fold 2 as if stopped after its last checkpoint but before its model was saved.
         for name in ("summary.json", "model.safetensors", "model.json"):
             (out / "folds" / "fold1" / name).unlink()
-        patch.setattr(ferlab.training, "train", recorded)
+        patch.setattr(suspects_module, "train", recorded)
         result = find_suspects(data, out, **TRAINING, gallery=12)
     return data, out, result, calls
 

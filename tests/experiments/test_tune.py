@@ -1,6 +1,7 @@
 """`tune`: a real Optuna search on the synthetic tree, resumed, on a grid, with failures and pruning."""
 
 import csv
+import importlib
 import shutil
 import textwrap
 from pathlib import Path
@@ -10,10 +11,11 @@ import pytest
 import yaml
 
 from ferlab.errors import FerlabError
+from ferlab.experiments.search_space import Param, SearchSpace, load_space
+from ferlab.experiments.tune import tune
 from ferlab.training import load_config
-from ferlab.training import tune as tune_module
-from ferlab.training.search_space import Param, SearchSpace, load_space
-from ferlab.training.tune import tune
+
+tune_module = importlib.import_module("ferlab.experiments.tune")
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["data.batch_size=32", "data.augment.preset=none", "data.image_size=24"]  # small and quick

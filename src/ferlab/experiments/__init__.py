@@ -1,0 +1,26 @@
+"""Experiments: workflows that train and evaluate, above both (as detectron2's ``engine`` sits above
+``modeling`` and ``evaluation``): config grids over seeds (`compare`), Optuna searches (`tune`)
+and the k-fold label-noise finder (`find_suspects`). Neither training nor evaluation imports this package.
+
+Unlike the lower packages this one imports its names eagerly: every experiment needs the training
+stack anyway, and `compare` and `tune` share their modules' names, so a lazy namespace would hand
+out the function or the module depending on import order. The modules are
+``sys.modules["ferlab.experiments.tune"]`` (or `importlib.import_module`).
+"""
+
+from ferlab.experiments.compare import CompareGrid, CompareResult, compare, load_grid
+from ferlab.experiments.search_space import SearchSpace, load_space
+from ferlab.experiments.suspects import find_suspects
+from ferlab.experiments.tune import TuneResult, tune
+
+__all__ = [
+    "CompareGrid",
+    "CompareResult",
+    "SearchSpace",
+    "TuneResult",
+    "compare",
+    "find_suspects",
+    "load_grid",
+    "load_space",
+    "tune",
+]
