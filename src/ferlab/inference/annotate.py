@@ -31,10 +31,10 @@ def _palette() -> tuple[tuple[int, int, int], ...]:
     return tuple(tuple(round(255 * c) for c in rgb) for rgb in colormaps["tab10"].colors)
 
 
-def caption(result: FaceResult, track: int | None = None) -> str:
-    """``happy 0.87``, or ``#2 happy 0.87`` for a tracked face."""
+def caption(result: FaceResult, number: int | None = None) -> str:
+    """``happy 0.87``, or ``#2 happy 0.87`` for face (or tracked face) number 2."""
     text = f"{result.label} {result.probs[result.label]:.2f}"
-    return text if track is None else f"#{track} {text}"
+    return text if number is None else f"#{number} {text}"
 
 
 def annotate(
@@ -47,9 +47,10 @@ def annotate(
 
     Args:
         classes: the model's classes; each label gets its own colour, by position.
-        captions: one text per result (default: `caption`).
+        captions: one text per result (default: `caption` with the face's number, ``#0 happy 0.87``, the
+            number the results' tables and the web app's charts give it).
     """
-    captions = [caption(r) for r in results] if captions is None else captions
+    captions = [caption(r, i) for i, r in enumerate(results)] if captions is None else captions
     canvas = np.ascontiguousarray(image).copy()
     side = min(canvas.shape[:2])
     thickness = max(1, round(side / 300))

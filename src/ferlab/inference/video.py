@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ferlab.errors import FerlabError
 from ferlab.inference.annotate import annotate, caption
-from ferlab.inference.detect import Detector, Face
+from ferlab.inference.detect import DEFAULT_DETECTOR, Detector, Face
 from ferlab.inference.encode import FrameWriter, open_video_writer
 from ferlab.inference.recognizer import Classifier, Recognizer
 from ferlab.inference.timeline import Timeline, TrackSummary, frames_of, plot_timeline, write_tracks
@@ -232,7 +232,7 @@ def process_video(
     source: str | Path | int,
     out: str | Path,
     *,
-    detector: str | Detector = "haar",
+    detector: str | Detector = DEFAULT_DETECTOR,
     detector_path: str | Path | None = None,
     backend: str = "auto",
     tta: str | None = None,

@@ -22,7 +22,7 @@ import numpy as np
 from ferlab.data.transforms import TTA_MODES
 from ferlab.errors import FerlabError
 from ferlab.inference.annotate import annotate
-from ferlab.inference.detect import DETECTORS
+from ferlab.inference.detect import DEFAULT_DETECTOR, DETECTORS
 from ferlab.inference.recognizer import FaceResult, Recognizer
 from ferlab.inference.video import process_video
 from ferlab.serving import require_serving
@@ -31,26 +31,43 @@ from ferlab.serving._uploads import Limits, decode_upload
 if TYPE_CHECKING:
     import gradio as gr
     import pandas as pd
+    from matplotlib.figure import Figure
 
-__all__ = ["MAX_UPLOAD_BYTES", "Demo", "build_app", "face_table"]
+__all__ = ["MAX_UPLOAD_BYTES", "Demo", "build_app", "face_chart"]
 
 #: Seconds between webcam frames sent by the browser; the annotation keeps up with this on a CPU.
 STREAM_EVERY = 0.2
 #: Bytes of one uploaded file, photo or video: Gradio answers 413 to more, before the file is complete.
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+#: Faces' charts side by side before the next row: readable at the page's width up to 10 faces in two rows.
+CHART_COLUMNS = 5
 
 
-def face_table(results: Sequence[FaceResult], classes: Sequence[str]) -> pd.DataFrame:
-    """One row per face and class (face, bar, class, probability): the bar chart's data.
+def face_chart(results: Sequence[FaceResult], classes: Sequence[str]) -> Figure:
+    """Each face's probabilities as its own small bar chart, titled with the number drawn beside its box.
 
-    ``bar`` (``#0 happy``) gives each face its own group of bars; a ``class`` axis shared
-    by several faces would stack their probabilities.
+    Horizontal bars in a grid of at most `CHART_COLUMNS` panels a row, the class names once per row
+    of panels: the labels keep their place however many faces there are (one bar chart of every
+    face and class put 70 labels under each other for 10 faces). A photo without faces gets a note.
     """
-    import pandas as pd
+    from matplotlib.figure import Figure
 
-    rows = [{"face": f"#{i}", "bar": f"#{i} {c}", "class": c, "probability": r.probs[c]}
-            for i, r in enumerate(results) for c in classes]
-    return pd.DataFrame(rows, columns=["face", "bar", "class", "probability"])
+    columns = max(1, min(len(results), CHART_COLUMNS))
+    rows = max(1, -(-len(results) // CHART_COLUMNS))
+    fig = Figure(figsize=(1.2 + 2.2 * columns, 0.6 + (0.22 * len(classes) + 0.5) * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
+    for ax in axes.flat[len(results):]:
+        ax.set_axis_off()
+    if not results:
+        axes[0, 0].text(0.5, 0.5, "no face found", ha="center", va="center")
+    colours = [f"C{k % 10}" for k in range(len(classes))]  # annotate's colours: tab10 by class
+    for i, (ax, result) in enumerate(zip(axes.flat, results)):
+        ax.barh(range(len(classes)), [result.probs[c] for c in classes], color=colours)
+        ax.set_title(f"#{i} {result.label} {result.probs[result.label]:.2f}", fontsize="medium")
+        ax.set(xlim=(0, 1), yticks=range(len(classes)), yticklabels=classes)
+        ax.tick_params(labelsize="small")
+    axes[0, 0].invert_yaxis()  # the first class on top; the y axis is shared, so every panel flips
+    return fig
 
 
 class Demo:
@@ -80,20 +97,23 @@ class Demo:
         self._lock = threading.Lock()
         self._workdir = tempfile.TemporaryDirectory(prefix="ferlab-serve-")
 
-    def recognizer(self, model: int = 0, detector: str = "haar", tta: str | None = None) -> Recognizer:
+    def recognizer(self, model: int = 0, detector: str = DEFAULT_DETECTOR, tta: str | None = None) -> Recognizer:
         """The Recognizer for model number `model` with this detector and TTA, sharing that model's classifier."""
         key = (model, detector, tta)
         with self._lock:
             if key not in self._recognizers:
                 base = self._base[model]
-                path = self.detector_path if detector == "yunet" else None
                 self._recognizers[key] = Recognizer(base.model, detector, backend=base.backend, tta=tta,
-                                                    detector_path=path)
+                                                    detector_path=self._detector_path(detector))
             return self._recognizers[key]
 
-    def image(self, image: str | Path | np.ndarray | None, detector: str = "haar", tta: str | None = None,
-              model: int = 0) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any]]:
-        """A photo annotated (box and label per face), the chart's data, and the JSON answer.
+    def _detector_path(self, detector: str) -> str | Path | None:
+        """The YuNet file given to the app, for the detectors that read one."""
+        return self.detector_path if detector in ("auto", "yunet") else None
+
+    def image(self, image: str | Path | np.ndarray | None, detector: str = DEFAULT_DETECTOR, tta: str | None = None,
+              model: int = 0) -> tuple[np.ndarray, Figure, dict[str, Any]]:
+        """A photo annotated (box, number and label per face), each face's chart, and the JSON answer.
 
         Raises:
             FerlabError: no image, or one `limits` refuses or that cannot be read, named by its file name.
@@ -103,7 +123,7 @@ class Demo:
         results = recognizer.recognize(pixels)
         answer = {"model": self.names[model], "backend": recognizer.backend, "detector": detector, "tta": recognizer.tta,
                   "faces": [r.to_dict() for r in results]}
-        return annotate(pixels, results, recognizer.classes), face_table(results, recognizer.classes), answer
+        return annotate(pixels, results, recognizer.classes), face_chart(results, recognizer.classes), answer
 
     def _pixels(self, image: str | Path | np.ndarray | None) -> np.ndarray:
         """A photo as RGB uint8 (H, W, 3); a file is refused from its size and header before it is decoded."""
@@ -118,18 +138,18 @@ class Demo:
             raise FerlabError(f"no such image file: {path}")
         return decode_upload(path.read_bytes(), path.name, self.limits)
 
-    def frame(self, frame: np.ndarray | None, detector: str = "haar", tta: str | None = None) -> np.ndarray | None:
+    def frame(self, frame: np.ndarray | None, detector: str = DEFAULT_DETECTOR,
+              tta: str | None = None) -> np.ndarray | None:
         """One webcam frame annotated by the first model; None (nothing to show) before the camera starts."""
         if frame is None:
             return None
         recognizer = self.recognizer(0, detector, tta)
         return annotate(frame, recognizer.recognize(frame), recognizer.classes)
 
-    def video(self, path: str | Path | None, detector: str = "haar", tta: str | None = None,
-              stride: int = 1) -> tuple[str, str]:
-        """An uploaded clip through `process_video` with the first model: the annotated video and the timeline plot.
-
-        The video is MPEG-4 Part 2 (OpenCV's mp4v); Gradio re-encodes it to H.264 for browsers where ffmpeg is installed.
+    def video(self, path: str | Path | None, detector: str = DEFAULT_DETECTOR, tta: str | None = None,
+              stride: int = 1) -> tuple[str, str, pd.DataFrame]:
+        """An uploaded clip through `process_video` with the first model: the annotated video (H.264 MP4,
+        which browsers play as it is), the timeline plot, and each track's expression segments.
 
         Raises:
             FerlabError: no video, or one `process_video` refuses.
@@ -138,11 +158,11 @@ class Demo:
             raise FerlabError("no video: upload a clip first")
         base = self._base[0]
         result = process_video(base.model, path, Path(self._workdir.name) / uuid.uuid4().hex, detector=detector,
-                               detector_path=self.detector_path if detector == "yunet" else None,
+                               detector_path=self._detector_path(detector),
                                backend=base.backend, tta=tta, stride=stride)
-        return str(result.video), str(result.plot)
+        return str(result.video), str(result.plot), result.segments_frame()
 
-    def compare(self, image: str | Path | np.ndarray | None, detector: str = "haar",
+    def compare(self, image: str | Path | np.ndarray | None, detector: str = DEFAULT_DETECTOR,
                 tta: str | None = None) -> list[Any]:
         """`image` for every model in turn: annotated image, chart data and JSON per model, flattened."""
         return [part for model in range(len(self.names)) for part in self.image(image, detector, tta, model)]
@@ -177,19 +197,19 @@ def _from_upload(fn):
     return wrapper
 
 
-def _results(model: str = "") -> tuple[gr.Image, gr.BarPlot, gr.JSON]:
-    """The annotated image, per-face bar chart and JSON outputs, labelled with the model's name in Compare."""
+def _results(model: str = "") -> tuple[gr.Image, gr.Plot, gr.JSON]:
+    """The annotated image, per-face charts and JSON outputs, labelled with the model's name in Compare."""
     import gradio as gr
 
     prefix = f"{model}: " if model else ""
     return (gr.Image(label=f"{prefix}annotated", type="numpy", format="png"),
-            gr.BarPlot(x="bar", y="probability", color="face", y_lim=[0, 1], x_title="face and class",
-                       label=f"{prefix}probabilities", sort=None, x_label_angle=-45),
+            gr.Plot(label=f"{prefix}probabilities per face", format="png"),
             gr.JSON(label=f"{prefix}JSON"))
 
 
-def build_app(models: Sequence[str | Path], detector: str = "haar", *, tta: str | None = None, backend: str = "auto",
-              detector_path: str | Path | None = None, limits: Limits | None = None) -> gr.Blocks:
+def build_app(models: Sequence[str | Path], detector: str = DEFAULT_DETECTOR, *, tta: str | None = None,
+              backend: str = "auto", detector_path: str | Path | None = None,
+              limits: Limits | None = None) -> gr.Blocks:
     """The web app over `models` (the Compare tab appears with two or more).
 
     Launch it with ``.launch(max_file_size=MAX_UPLOAD_BYTES)``: without it Gradio takes uploads of any size.
@@ -227,7 +247,7 @@ def build_app(models: Sequence[str | Path], detector: str = "haar", *, tta: str 
         with gr.Tab("Webcam"):
             with gr.Row():
                 camera = gr.Image(label="camera", sources=["webcam"], streaming=True, type="numpy")
-                live = gr.Image(label="annotated", type="numpy")
+                live = gr.Image(label="annotated", type="numpy", elem_id="annotated-frame")
             camera.stream(_shown(demo.frame), [camera, detector_box, tta_box], live, stream_every=STREAM_EVERY,
                           api_name="frame")
         with gr.Tab("Video"):
@@ -235,9 +255,11 @@ def build_app(models: Sequence[str | Path], detector: str = "haar", *, tta: str 
             stride = gr.Slider(1, 10, value=1, step=1, label="detect faces every N frames")
             go = gr.Button("Process", variant="primary")
             with gr.Row():
-                annotated = gr.Video(label="annotated video")
+                annotated = gr.Video(label="annotated video", elem_id="annotated-video")
                 timeline = gr.Image(label="emotion timeline", type="filepath")
-            go.click(_shown(demo.video), [clip, detector_box, tta_box, stride], [annotated, timeline],
+            segments = gr.Dataframe(label="expression segments per tracked face (s)", interactive=False,
+                                    elem_id="segments")
+            go.click(_shown(demo.video), [clip, detector_box, tta_box, stride], [annotated, timeline, segments],
                      api_name="video")
         if len(demo.names) > 1:
             with gr.Tab("Compare"):
