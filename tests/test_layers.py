@@ -102,3 +102,17 @@ def test_the_breaks_this_order_removed_would_be_caught():
                  "ferlab.models.explain -> ferlab.inference.files", "ferlab.inference.video -> ferlab.training"):
         assert is_against(edge), edge
     assert not is_against("ferlab.experiments.compare -> ferlab.evaluation")
+
+
+def test_no_lazy_name_is_shadowed_by_a_submodule():
+    """A submodule named like a lazy export replaces it once imported (`from ferlab.inference import annotate`)."""
+    import importlib
+    import pkgutil
+
+    import ferlab
+
+    for found in pkgutil.walk_packages(ferlab.__path__, "ferlab."):
+        package = importlib.import_module(found.name) if found.ispkg else None
+        lazy = getattr(package, "_LAZY", {})
+        submodules = {sub.name for sub in pkgutil.iter_modules(package.__path__)} if lazy else set()
+        assert not set(lazy) & submodules, (found.name, set(lazy) & submodules)

@@ -10,7 +10,7 @@ __all__ = ["EXTRA_OF", "missing_extra"]
 
 #: Top-level import names of each extra's packages (pyproject.toml's optional dependencies).
 EXTRA_OF = {
-    **dict.fromkeys(("torch", "torchvision", "timm", "lightning", "torchmetrics", "sklearn", "matplotlib", "yaml",
+    **dict.fromkeys(("torch", "torchvision", "timm", "lightning", "torchmetrics", "sklearn", "yaml",
                      "omegaconf", "safetensors", "optuna", "sqlalchemy", "cleanlab", "captum", "onnx", "onnxscript"),
                     "train"),
     **dict.fromkeys(("gradio", "pandas", "fastapi", "uvicorn", "multipart"), "serve"),

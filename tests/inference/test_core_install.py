@@ -17,9 +17,10 @@ from PIL import Image
 from ferlab.models import load_model
 from ferlab.models.onnx import generated_pixels
 
-#: What `ferlab[train]` and `ferlab[serve]` add; none of it may load on the core path.
+#: What `ferlab[train]` and `ferlab[serve]` add; none of it may load on the core path. (PyYAML is declared by
+#: the train extra but is in every install: supervision requires it, and matplotlib.)
 EXTRAS = ("torch", "torchvision", "timm", "lightning", "torchmetrics", "sklearn", "optuna", "cleanlab", "captum",
-          "onnx", "onnxscript", "safetensors", "matplotlib", "pandas", "gradio", "fastapi", "yaml", "omegaconf")
+          "onnx", "onnxscript", "safetensors", "pandas", "gradio", "fastapi", "omegaconf")
 
 
 def run_core(code: str, *args: str) -> subprocess.CompletedProcess:
@@ -56,6 +57,25 @@ def test_cli_predict_runs_on_the_core_install(tmp_path):
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["backend"] == "onnx" and len(data["predictions"]) == 1
+
+
+def test_annotated_pictures_and_video_run_on_the_core_install(tmp_path):
+    from tests.inference.test_video import av_video
+
+    clip = av_video(tmp_path / "clip.mp4", [np.full((120, 160, 3), 90, np.uint8)] * 6)
+    done = run_core("""
+        import numpy as np
+        from ferlab.cli import main
+        from ferlab.inference import Recognizer, annotate
+        recognizer = Recognizer("fast", "none")
+        image = np.full((120, 160, 3), 90, np.uint8)
+        drawn = annotate(image, recognizer.recognize(image), recognizer.classes)
+        assert drawn.shape == image.shape and (drawn != image).any()
+        sys.exit(main(["video", sys.argv[1], "--detector", "none", "--out", sys.argv[2]]))
+    """, str(clip), str(tmp_path / "video"))
+    assert done.returncode == 0, done.stderr
+    written = {p.name for p in (tmp_path / "video").iterdir()}
+    assert {"annotated.mp4", "emotions.png", "segments.csv"} <= written, written
 
 
 def test_a_run_without_model_onnx_says_how_to_do_without_torch(trained_run, tree, tmp_path):

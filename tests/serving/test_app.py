@@ -16,7 +16,7 @@ from PIL import Image
 
 from ferlab.errors import FerlabError
 from ferlab.inference import Face, FaceResult, Recognizer
-from ferlab.inference.annotate import annotate, caption
+from ferlab.inference.drawing import annotate, caption
 from tests.inference.test_video import streams, write_video
 from tests.serving.ports import free_port
 

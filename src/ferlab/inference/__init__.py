@@ -20,14 +20,14 @@ _LAZY = {
     "Predictor": "ferlab.inference.predictor",
     "Recognizer": "ferlab.inference.recognizer",
     "VideoResult": "ferlab.inference.video",
-    "annotate": "ferlab.inference.annotate",
+    "annotate": "ferlab.inference.drawing",
     "create_detector": "ferlab.inference.detect",
     "expand_inputs": "ferlab.data.inputs",
     "face_pixels": "ferlab.inference.faces",
     "load_image": "ferlab.inference.faces",
     "predict_files": "ferlab.inference.predictor",
     "process_video": "ferlab.inference.video",
-    "save_image": "ferlab.inference.annotate",
+    "save_image": "ferlab.inference.drawing",
     "to_frame": "ferlab.inference.results",
 }
 

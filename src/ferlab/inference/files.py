@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ferlab._io import write_csv, write_json
 from ferlab.data.inputs import expand_inputs
 from ferlab.errors import FerlabError
-from ferlab.inference.annotate import annotate, save_image
+from ferlab.inference.drawing import annotate, save_image
 from ferlab.inference.faces import load_image
 from ferlab.inference.results import Prediction, face_rows, to_frame
 

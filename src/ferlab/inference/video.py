@@ -23,8 +23,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ferlab.errors import FerlabError
-from ferlab.inference.annotate import annotate, caption
 from ferlab.inference.detect import DEFAULT_DETECTOR, Detector, Face
+from ferlab.inference.drawing import annotate, caption
 from ferlab.inference.encode import FrameWriter, open_video_writer
 from ferlab.inference.recognizer import Classifier, Recognizer
 from ferlab.inference.timeline import Timeline, TrackSummary, frames_of, plot_timeline, write_tracks

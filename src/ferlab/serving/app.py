@@ -21,8 +21,8 @@ import numpy as np
 
 from ferlab.data.transforms import TTA_MODES
 from ferlab.errors import FerlabError
-from ferlab.inference.annotate import annotate
 from ferlab.inference.detect import DEFAULT_DETECTOR, DETECTORS
+from ferlab.inference.drawing import annotate
 from ferlab.inference.recognizer import FaceResult, Recognizer
 from ferlab.inference.video import process_video
 from ferlab.serving import require_serving
