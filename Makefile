@@ -1,6 +1,7 @@
 # make serve                      set up the inference install with the web app (no torch), then the web app on
 #                                 the bundled `fast` model: http://127.0.0.1:7860
-# make test                       set up everything (training, serving, test tools), then run the test suite
+# make test                       set up everything (training, serving, test tools), then run the default tests
+# make test-slow                  the slow and browser tiers;  make lint  ruff
 # make run DATA=path/to/fer2013   set up, then train on DATA and write its report
 # make reference NAME=fast DATA=fer2013-train-val.zip   retrain a bundled model's recipe (fast or accurate)
 VENV ?= .venv
@@ -12,7 +13,7 @@ STAMP := $(shell date +%Y%m%d-%H%M%S)
 RUN ?= runs/$(MODEL)-$(STAMP)
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-serve serve run reference test
+.PHONY: setup setup-serve serve run reference test test-slow lint
 
 # Two installs: the web app needs only the core (ONNX Runtime) and the serve extra; training and tests need all.
 setup: $(VENV)/.installed-all
@@ -45,3 +46,10 @@ reference: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The tiers `make test` leaves out (slow; browser: headless Chromium) and the linter; CI runs them after it.
+test-slow: setup
+	$(BIN)/python -m pytest -m "slow or browser"
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks

@@ -33,9 +33,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from fer_peer import calls_per_second  # beside this file; it imports no ferlab, so fer's environment runs it
 from sklearn.metrics import accuracy_score, f1_score
 
+from fer_peer import calls_per_second  # beside this file; it imports no ferlab, so fer's environment runs it
 from ferlab.evaluation.evaluate import evaluate_model
 from ferlab.evaluation.model_card import model_card, photo_row, write_model_card
 from ferlab.inference import Recognizer

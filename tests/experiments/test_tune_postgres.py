@@ -78,6 +78,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # two processes and a database server: some 30 s
 def test_two_workers_share_one_study(tree, tmp_path):
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not (initdb and pg_ctl):

@@ -105,7 +105,7 @@ def _images(samples, split: str, per_class: int) -> tuple[torch.Tensor, torch.Te
 
 @pytest.mark.parametrize(
     ("name", "kwargs", "steps"),
-    [("mini_xception", {}, 15), ("cnn5_leaky", NARROW_CNN5, 30)],
+    [pytest.param("mini_xception", {}, 15, marks=pytest.mark.slow), ("cnn5_leaky", NARROW_CNN5, 30)],
     ids=["mini_xception", "cnn5_leaky"],
 )
 def test_models_learn_the_synthetic_faces(name, kwargs, steps, samples):

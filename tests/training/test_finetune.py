@@ -12,6 +12,7 @@ from ferlab.models import load_model
 from ferlab.training import load_config, train
 
 
+@pytest.mark.slow  # a timm backbone through three unfreezing stages: some 30 s
 def test_finetune_a_timm_backbone_from_a_local_file_with_gradual_unfreezing(tree, tmp_path, caplog):
     torch.manual_seed(0)
     weights = tmp_path / "resnet10t.safetensors"

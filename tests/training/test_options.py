@@ -103,6 +103,7 @@ def test_tensorboard_logger_writes_events(tree, tmp_path):
     assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow  # two DDP processes: some 25 s
 def test_ddp_on_two_cpu_processes_trains_a_tiny_model(tree, tmp_path):
     run = tmp_path / "ddp"
     command = [sys.executable, "-m", "ferlab.cli", "train", "--data", str(tree), "--model", "cnn3_bn", "--epochs", "2",
