@@ -15,6 +15,7 @@ from typing import TextIO
 from ferlab import __version__
 from ferlab.errors import FerlabError
 from ferlab.extras import missing_extra
+from ferlab.rundir import RunDir
 
 log = logging.getLogger("ferlab")
 
@@ -79,7 +80,6 @@ def _train(args: argparse.Namespace) -> int | None:
 
 
 def _train_or_resume(args: argparse.Namespace) -> None:
-    from pathlib import Path
 
     from ferlab.training import load_config, resume, train
 
@@ -100,7 +100,7 @@ def _train_or_resume(args: argparse.Namespace) -> None:
         flags.update({f"data.augment.{k}": v for k, v in asdict(AugmentConfig.parse(args.augment)).items()})
     given = {k: v for k, v in flags.items() if v is not None}
     if args.resume:
-        stored = Path(args.resume).expanduser() / "config.yaml"
+        stored = RunDir(args.resume).config
         asked = args.config or args.overrides or given
         # Settings given with --resume must match the run's own: resume() names any that differ.
         wanted = load_config(args.config or stored, args.overrides, given) if asked and stored.is_file() else None

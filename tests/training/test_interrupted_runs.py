@@ -14,10 +14,10 @@ import torch
 
 from ferlab.cli import main
 from ferlab.errors import FerlabError
+from ferlab.rundir import LAST_CHECKPOINT
 from ferlab.training import load_config, train
 from ferlab.training.callbacks import EpochSeeding
 from ferlab.training.config import config_to_yaml
-from ferlab.training.train import LAST_CHECKPOINT
 from tests.synthetic import make_samples, write_tree
 
 

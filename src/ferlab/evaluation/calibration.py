@@ -22,6 +22,7 @@ from ferlab.models import load_model
 from ferlab.models.calibration import fit_calibration
 from ferlab.models.io import save_temperature
 from ferlab.models.onnx import ONNX_NAME, update_onnx_meta
+from ferlab.rundir import RunDir
 
 __all__ = ["calibrate"]
 
@@ -65,7 +66,7 @@ def calibrate(model: str | Path, data: str | Path, split: str = "val", out: str 
     }
     out = Path(out) if out is not None else meta_path.parent / "calibration"
     write_json(out / "calibration.json", report)
-    write_json(meta_path.parent / "calibration.json", report)
+    write_json(RunDir(meta_path.parent).calibration, report)
     curves = {
         f"{when} (T={t:.2f})": torch.softmax(logits / t, dim=1).numpy()
         for when, t in (("before", calibration.temperature_before), ("fitted", calibration.temperature_fitted))

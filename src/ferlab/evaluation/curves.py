@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from ferlab._io import save_figure
 from ferlab.errors import FerlabError
+from ferlab.rundir import RunDir
 
 __all__ = ["PANELS", "mean_curves", "plot_curves", "plot_run_curves", "read_metrics"]
 
@@ -44,7 +45,7 @@ def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:
     Raises:
         FerlabError: the file is missing or has no epoch rows.
     """
-    path = Path(run_dir) / "metrics.csv"
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         raise FerlabError(f"no metrics.csv in {run_dir} (expected a run folder written by ferlab train)")
     with path.open(newline="", encoding="utf-8") as handle:

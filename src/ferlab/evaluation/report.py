@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from ferlab import __version__
 from ferlab._io import write_text
@@ -24,6 +21,7 @@ from ferlab.evaluation.comparison import TABLE_METRICS
 from ferlab.evaluation.curves import plot_run_curves
 from ferlab.evaluation.evaluate import evaluate_model, write_evaluation
 from ferlab.models import count_parameters
+from ferlab.rundir import RunDir
 
 __all__ = ["ReportResult", "report"]
 
@@ -58,14 +56,6 @@ class ReportResult:
     markdown: Path
     metrics: dict[str, Any]
 
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise FerlabError(f"{path}: not valid JSON ({err})") from None
 
 
 def _fmt(value: Any) -> str:
@@ -181,23 +171,22 @@ def report(
     Raises:
         FerlabError: not a run folder, or no data to evaluate.
     """
-    run_dir = Path(run_dir).expanduser()
-    config_path = run_dir / "config.yaml"
-    config = config_path.read_text(encoding="utf-8") if config_path.is_file() else ""
+    run = RunDir(run_dir)
+    run_dir = run.path
+    config = run.config.read_text(encoding="utf-8") if run.config.is_file() else ""
     if data is None:
-        data = (yaml.safe_load(config) or {}).get("data", {}).get("path") if config else None
+        data = run.data_path()
         if not data:
             raise FerlabError(f"{run_dir} has no config.yaml naming its data; pass --data")
     out = Path(out) if out is not None else run_dir / "report"
     evaluation = evaluate_model(run_dir, data, split=split, tta=tta, **photos)
     figures = write_evaluation(evaluation, out)
-    if (run_dir / "metrics.csv").is_file():
+    if run.metrics.is_file():
         figures["curves"] = plot_run_curves(run_dir, out / "curves.png")
     metrics = evaluation.metrics
-    facts = _facts(run_dir, metrics, _read_json(run_dir / "summary.json"), count_parameters(evaluation.model.module))
+    facts = _facts(run_dir, metrics, run.read_summary(), count_parameters(evaluation.model.module))
     title = f"ferlab report: {run_dir.name}"
-    # `ferlab calibrate` (a later refit) writes calibration/; training writes calibration.json.
-    calibration = _read_json(run_dir / "calibration" / "calibration.json") or _read_json(run_dir / "calibration.json")
+    calibration = run.read_calibration()
     write_text(out / "report.html", _render_html(title, facts, metrics, calibration, figures, config))
     write_text(out / "report.md", _render_markdown(title, facts, metrics, figures, out))
     log.info("report written to %s", out / "report.html")

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from ferlab._io import check_new_folder, write_csv, write_json
 from ferlab.data import (
@@ -36,6 +35,7 @@ from ferlab.evaluation.evaluate import choose_split
 from ferlab.evaluation.galleries import gallery_images
 from ferlab.evaluation.plots import plot_gallery
 from ferlab.models import LoadedModel, load_model
+from ferlab.rundir import RunDir
 
 __all__ = ["Scores", "Suspect", "SuspectsResult", "check_out", "examined_samples", "given_model_scores",
            "predict_scores", "write_suspects"]
@@ -155,14 +155,16 @@ def _trained_on(model: str | Path, loaded: LoadedModel, data: Path, table: Sampl
         log.info("%s: about %.0f%% of these images were among its %d training images", model, 100 * share, sketch.samples)
         return share >= IN_SAMPLE_SHARE
     path = Path(model).expanduser()
-    config = (path if path.is_dir() else path.parent) / "config.yaml"
-    if not config.is_file():
+    run = RunDir(path if path.is_dir() else path.parent)
+    if not run.config.is_file():
         log.info("%s has no config.yaml beside it; cannot tell whether it trained on these images", model)
         return False
     try:
-        trained = yaml.safe_load(config.read_text(encoding="utf-8"))["data"]["path"]
-    except (yaml.YAMLError, KeyError, TypeError):
-        log.info("%s does not name its data; cannot tell whether %s trained on these images", config, model)
+        trained = run.data_path()
+    except FerlabError:
+        trained = None
+    if trained is None:
+        log.info("%s does not name its data; cannot tell whether %s trained on these images", run.config, model)
         return False
     same_data = Path(str(trained)).expanduser().resolve() == data
     # Its training split is the dataset's train split, or a share of an unsplit dataset.

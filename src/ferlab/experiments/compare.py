@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from ferlab._io import write_csv, write_text
 from ferlab.data import open_dataset
@@ -31,6 +29,7 @@ from ferlab.errors import FerlabError
 from ferlab.evaluation import choose_split, evaluate
 from ferlab.evaluation.curves import plot_curves
 from ferlab.models import count_parameters, load_model, model_entry
+from ferlab.rundir import RunDir, read_yaml
 from ferlab.training.config import TrainConfig, changed_fields, load_config
 from ferlab.training.train import train
 
@@ -283,12 +282,7 @@ def load_grid(source: str | Path | Mapping[str, Any]) -> CompareGrid:
         where, folder = "grid", None
     else:
         path = Path(source).expanduser()
-        if not path.is_file():
-            raise FerlabError(f"no such grid file: {source}")
-        try:
-            raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        except (OmegaConfBaseException, yaml.YAMLError) as err:
-            raise FerlabError(f"{path}: not a readable grid file ({str(err).splitlines()[0]})") from None
+        raw = read_yaml(path, "grid file")
         where, folder = str(path), path.parent
     if not isinstance(raw, dict):
         raise FerlabError(f"{where}: expected a mapping with the fields {', '.join(GRID_FIELDS)}")
@@ -337,13 +331,13 @@ def _check_run_dirs(runs: Sequence[_Run], resume: bool) -> None:
         run_dir = run.run_dir
         if not run_dir.exists():
             continue
-        if not (run_dir / "summary.json").is_file():
+        if not RunDir(run_dir).is_finished():
             raise FerlabError(f"run folder {run_dir} exists without summary.json (an interrupted or failed run); "
                               "delete or move it, then run the comparison again")
         if not resume:
             raise FerlabError(f"run folder {run_dir} holds a finished run and resume is off; "
                               "delete or move it, or choose another output folder")
-        changed = changed_fields(load_config(run_dir / "config.yaml"), run.cfg)
+        changed = changed_fields(load_config(RunDir(run_dir).config), run.cfg)
         if changed:
             raise FerlabError(f"run folder {run_dir} was trained with other values of {', '.join(changed)}; "
                               "delete or move it, or choose another output folder")
@@ -385,11 +379,11 @@ def _evaluation(run: _Run, split: str) -> dict[str, Any]:
 def _run_one(run: _Run, split: str | None) -> RunRow:
     """Train (or reuse) one run; a FerlabError makes it a failed row instead of stopping the grid."""
     name = run.run_dir.name
-    reused = (run.run_dir / "summary.json").is_file()
+    reused = RunDir(run.run_dir).is_finished()
     try:
         if reused:
             log.info("%s: reusing the finished run", name)
-            result = _read_summary(run.run_dir / "summary.json")
+            result = _read_summary(RunDir(run.run_dir).summary)
         else:
             log.info("%s: training %s, seed %d", name, run.combination.label, run.seed)
             result = {k: v for k, v in dataclasses.asdict(train(run.cfg)).items() if k != "run_dir"}

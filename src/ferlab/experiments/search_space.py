@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ferlab.errors import FerlabError
+from ferlab.rundir import read_yaml
 from ferlab.training.config import TrainConfig
 
 __all__ = ["METRICS", "PARAM_TYPES", "Param", "SearchSpace", "load_space"]
@@ -233,13 +233,7 @@ def load_space(path: str | Path) -> SearchSpace:
         FerlabError: unreadable file, unknown keys, bad types or ranges; names the file and the key.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FerlabError(f"no such search space file: {path}")
-    try:
-        # OmegaConf's loader, as for training configs: it reads 1e-4 as a number, where plain YAML reads a string.
-        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except (OmegaConfBaseException, yaml.YAMLError, UnicodeDecodeError) as err:
-        raise FerlabError(f"{path}: not readable as YAML: {str(err).splitlines()[0]}") from None
+    raw = read_yaml(path, "search space file")
     raw = _mapping(raw, "the file", path)
     unknown = sorted(set(raw) - set(_TOP_KEYS))
     if unknown:

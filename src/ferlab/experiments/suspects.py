@@ -32,8 +32,8 @@ from ferlab.evaluation.suspects import (
     write_suspects,
 )
 from ferlab.models import load_model
+from ferlab.rundir import LAST_CHECKPOINT, RunDir
 from ferlab.training import TrainConfig, load_config, train
-from ferlab.training.train import LAST_CHECKPOINT
 
 __all__ = ["DEFAULT_EPOCHS", "find_suspects"]
 
@@ -61,10 +61,10 @@ def _training_config(
 def _train_fold(cfg: TrainConfig, table: SampleTable, name: str) -> bool:
     """Train one fold's model into `cfg.out` unless it is there already; True when an earlier run's model is reused."""
     fold_dir = Path(cfg.out)
-    if (fold_dir / "summary.json").is_file():  # train() writes it last
+    if RunDir(fold_dir).is_finished():
         log.info("%s: reusing the finished model in %s", name, fold_dir)
         return True
-    resume = (fold_dir / LAST_CHECKPOINT).is_file()
+    resume = RunDir(fold_dir).can_resume()
     if resume:
         log.info("%s: continuing its interrupted training from %s", name, LAST_CHECKPOINT)
     elif fold_dir.exists():

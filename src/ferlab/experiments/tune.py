@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ferlab._io import atomic_path, write_csv, write_text
 from ferlab.errors import FerlabError
 from ferlab.experiments.search_space import SearchSpace, load_space
+from ferlab.rundir import RunDir
 from ferlab.training.config import load_config
 from ferlab.training.train import train
 
@@ -176,7 +177,7 @@ def _objective(trial: optuna.Trial, space: SearchSpace, out: Path, fixed: Mappin
         trial.set_user_attr("error", str(err))  # Optuna records the trial as failed and goes on
         raise
     # Kept in the study too, so that any worker can write best.yaml without this machine's run folder.
-    trial.set_user_attr("config", (run_dir / "config.yaml").read_text(encoding="utf-8"))
+    trial.set_user_attr("config", RunDir(run_dir).config.read_text(encoding="utf-8"))
     trial.set_user_attr("best_epoch", result.best_epoch)
     return result.best_val_acc
 
@@ -226,7 +227,7 @@ def _write_plots(study: optuna.Study, out: Path, n_complete: int, n_params: int)
 
 def _best_config(trial: FrozenTrial, out: Path) -> str:
     """The best trial's resolved config: from its run folder here, else as its worker stored it."""
-    path = out / "trials" / str(trial.number) / "config.yaml"
+    path = RunDir(out / "trials" / str(trial.number)).config
     return path.read_text(encoding="utf-8") if path.is_file() else str(trial.user_attrs["config"])
 
 

@@ -19,6 +19,7 @@ from ferlab.data.imbalance import BALANCING
 from ferlab.data.transforms import TTA_MODES
 from ferlab.errors import FerlabError
 from ferlab.models.freezing import parse_freeze
+from ferlab.rundir import read_yaml
 from ferlab.training.optim import OPTIMIZERS, SCHEDULES
 
 __all__ = [
@@ -252,9 +253,7 @@ def load_config(
     try:
         layers = [OmegaConf.structured(TrainConfig)]
         if path is not None:
-            if not Path(path).is_file():
-                raise FerlabError(f"no such config file: {path}")
-            layers.append(OmegaConf.load(path))
+            layers.append(OmegaConf.create(read_yaml(path, "config file")))
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise FerlabError(f"overrides must look like key=value, got {bad}")

@@ -42,6 +42,7 @@ from ferlab.errors import FerlabError
 from ferlab.models import LoadedModel, ModelMeta, build_model, check_input, load_model, model_entry, save_model
 from ferlab.models.calibration import fit_calibration
 from ferlab.models.onnx import write_model_onnx
+from ferlab.rundir import LAST_CHECKPOINT, RunDir
 from ferlab.training.callbacks import EpochMetricsCSV, EpochProgressBar, EpochSeeding, RunClock
 from ferlab.training.config import TrainConfig, changed_fields, config_to_yaml, load_config
 from ferlab.training.module import Classifier
@@ -50,7 +51,6 @@ from ferlab.training.speed import resolve_speed
 
 __all__ = ["TrainResult", "TrainingInterrupted", "resume", "train"]
 
-LAST_CHECKPOINT = "checkpoints/last.ckpt"
 #: The folder each optional logger writes into the run folder.
 LOGGER_FOLDERS = {"tensorboard": "tensorboard", "mlflow": "mlruns"}
 
@@ -119,14 +119,16 @@ def _unstarted(run_dir: Path) -> bool:
     That is a config.yaml exactly as ferlab writes one (never a hand-written file), an empty
     checkpoints folder, and the folders of the loggers that config names.
     """
+    run = RunDir(run_dir)
     try:
-        cfg = load_config(run_dir / "config.yaml")
-        if (run_dir / "config.yaml").read_text(encoding="utf-8") != config_to_yaml(cfg):
+        cfg = load_config(run.config)
+        if run.config.read_text(encoding="utf-8") != config_to_yaml(cfg):
             return False
     except Exception:  # any file may sit there; whatever does not load as ferlab's own config is not ours
         return False
-    ours = {"config.yaml", "checkpoints", *(LOGGER_FOLDERS[name] for name in cfg.loggers if name in LOGGER_FOLDERS)}
-    checkpoints = run_dir / "checkpoints"
+    loggers = (LOGGER_FOLDERS[name] for name in cfg.loggers if name in LOGGER_FOLDERS)
+    ours = {run.config.name, run.checkpoints.name, *loggers}
+    checkpoints = run.checkpoints
     return (all(p.name in ours for p in run_dir.iterdir())
             and not (checkpoints.exists() and (not checkpoints.is_dir() or any(checkpoints.iterdir()))))
 
@@ -136,7 +138,7 @@ def _check_checkpoint(run_dir: Path) -> Path:
 
     Loaded as Lightning loads it later, with ``weights_only`` (tensors and plain values, never other objects).
     """
-    path = run_dir / LAST_CHECKPOINT
+    path = RunDir(run_dir).last_checkpoint
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # truncated, foreign or hostile bytes: torch raises assorted errors (zip, pickle, EOF)
@@ -153,14 +155,15 @@ def _check_run_dir(out: str, resume: bool, main: bool) -> tuple[Path, Path | Non
     A folder holding only what an unstarted run wrote (`_unstarted`) may be trained into again,
     or resumed from its first epoch: a run stopped before its first checkpoint is not stuck.
     """
-    run_dir = Path(out).expanduser()
+    run = RunDir(out)
+    run_dir = run.path
     if not main:  # DDP's other ranks: rank 0 has checked the folder
-        return run_dir, run_dir / LAST_CHECKPOINT if resume and (run_dir / LAST_CHECKPOINT).is_file() else None
+        return run_dir, run.last_checkpoint if resume and run.can_resume() else None
     if not resume:
         if not _unstarted(run_dir):
             check_new_folder(run_dir, "run folder", "choose a new --out (or resume it)")
         return run_dir, None
-    if (run_dir / LAST_CHECKPOINT).exists():
+    if run.last_checkpoint.exists():
         return run_dir, _check_checkpoint(run_dir)
     if _unstarted(run_dir):
         log.info("%s stopped before its first checkpoint; training it from epoch 1", run_dir)
@@ -206,7 +209,7 @@ def _calibrate(model: nn.Module, meta: ModelMeta, val_set: ImageDataset, run_dir
     """`meta` with a temperature fitted on the validation split's logits; writes ``calibration.json``."""
     logits = LoadedModel(model.eval(), meta).predict_logits(val_set.pixels)  # (N, classes)
     calibration = fit_calibration(torch.from_numpy(logits), val_set.targets)
-    write_json(run_dir / "calibration.json", {"split": "val", **calibration.to_dict()})
+    write_json(RunDir(run_dir).calibration, {"split": "val", **calibration.to_dict()})
     log.info("temperature %.3f: validation ECE %.4f -> %.4f", calibration.temperature, calibration.ece_before,
              calibration.ece_after)
     return dataclasses.replace(meta, temperature=calibration.temperature)
@@ -282,10 +285,11 @@ def resume(run_dir: str | Path, callbacks: Sequence[Callback] = (), *, wanted: T
     uninterrupted run (`EpochSampler`, `EpochSeeding`), so it ends with the same
     weights (with ``data.num_workers: 0``, the default).
     """
-    run_dir = Path(run_dir).expanduser()
-    if not (run_dir / "config.yaml").is_file():
+    run = RunDir(run_dir)
+    run_dir = run.path
+    if not run.config.is_file():
         raise FerlabError(f"cannot resume {run_dir}: it has no config.yaml (is it a ferlab run folder?)")
-    cfg = load_config(run_dir / "config.yaml", values={"out": str(run_dir)})
+    cfg = load_config(run.config, values={"out": str(run_dir)})
     changed = changed_fields(cfg, wanted) if wanted is not None else []
     if changed:
         raise FerlabError(f"cannot resume {run_dir} under a changed config: {', '.join(changed)} differ from its "
@@ -354,7 +358,7 @@ def train(
         precision=precision, channels_last=channels_last,
     )
     if main and not resume:
-        write_text(run_dir / "config.yaml", config_to_yaml(resolved))
+        write_text(RunDir(run_dir).config, config_to_yaml(resolved))
 
     loader_args = {"batch_size": cfg.data.batch_size, "num_workers": cfg.data.num_workers}
     train_loader = _train_loader(train_set, len(classes), cfg, loader_args)
@@ -381,11 +385,12 @@ def train(
         distill_weight=cfg.distill.weight,
         distill_temperature=cfg.distill.temperature,
     )
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_acc", mode="max")
+    run = RunDir(run_dir)
+    checkpoint = ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor="val_acc", mode="max")
     # Every epoch, improved or not (save_last only follows saved best ones), once the epoch has fully ended.
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_on_train_epoch_end=True,
+    last = ModelCheckpoint(dirpath=run.checkpoints, filename=run.last_checkpoint.stem, save_on_train_epoch_end=True,
                            enable_version_counter=False)
-    epochs_csv, clock = EpochMetricsCSV(run_dir / "metrics.csv"), RunClock(started)
+    epochs_csv, clock = EpochMetricsCSV(run.metrics), RunClock(started)
     with _quiet_lightning():
         trainer = L.Trainer(
             max_epochs=cfg.epochs,
@@ -422,7 +427,7 @@ def train(
     save_model(model, meta, run_dir)
     if cfg.export_onnx:
         write_model_onnx(LoadedModel(model.eval(), meta), run_dir)
-    write_json(run_dir / "summary.json", {
+    write_json(RunDir(run_dir).summary, {
         **{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(result).items()},
         "classes": classes,
         "samples": {name: table.split(name).label_counts() for name in table.splits()},
