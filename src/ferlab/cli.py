@@ -551,7 +551,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ferlab {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train_command(commands)
+    _add_evaluation_commands(commands)
+    _add_prediction_commands(commands)
+    _add_serving_commands(commands)
+    _add_experiment_commands(commands)
+    _add_model_commands(commands)
+    _add_data_commands(commands)
+    _add_examples(commands)
+    return parser
 
+
+def _add_train_command(commands: argparse._SubParsersAction) -> None:
+    """`ferlab train`: its flags set config keys (``--lr`` is ``optim.lr``); KEY=VALUE sets any."""
     train = commands.add_parser("train", help="train a model; writes a run folder",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--config", help="YAML config (see configs/)")
@@ -581,6 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=3e-4")
     train.set_defaults(run=_train)
 
+
+def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
+    """`evaluate`, `report` and `calibrate`: a model measured on a dataset."""
     evaluate = commands.add_parser(
         "evaluate", help="metrics, plots and predictions of a model on a dataset; several models: a comparison",
         epilog="examples:\n  ferlab evaluate --model runs/cnn3 --data fer2013-train-val.zip --out runs/cnn3/eval --tta flip\n"
@@ -599,7 +614,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--merge", action="append", metavar="TARGET=CLASS[,CLASS]",
                           help="relabel the data's classes first, e.g. neutral=contempt; classes the model lacks are left out and reported")
     evaluate.set_defaults(run=_evaluate)
-
     report = commands.add_parser("report", help="one self-contained HTML report and a markdown summary of a run")
     report.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by ferlab train")
     report.add_argument("--data", help="dataset to evaluate on (default: the run's own data)")
@@ -608,7 +622,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--tta", choices=TTA_CHOICES, default=None, help=TTA_HELP)
     _add_photo_options(report)
     report.set_defaults(run=_report)
+    calibrate = commands.add_parser(
+        "calibrate", help="fit a model's temperature on held-out images and store it in the model",
+        epilog="example (training calibrates on its val split already; this recalibrates, or calibrates older models):\n"
+               "  ferlab calibrate --model runs/cnn3 --data rafdb/ --split val",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    calibrate.add_argument("--model", required=True, help="run folder or model .safetensors (its model.json is updated)")
+    calibrate.add_argument("--data", required=True, help="class-folder tree, .zip or FER2013 .csv")
+    calibrate.add_argument("--split", default="val", help="split to fit on (default val); not the test split you report")
+    calibrate.add_argument("--out", help="folder for calibration.json and reliability.png (default MODEL_DIR/calibration)")
+    calibrate.set_defaults(run=_calibrate)
 
+
+def _add_prediction_commands(commands: argparse._SubParsersAction) -> None:
+    """`predict` and `video`: the bundled or a trained model on photos, clips and cameras."""
     predict = commands.add_parser("predict", help="find and classify the faces in photos; annotated copies, CSV and JSON")
     predict.add_argument("inputs", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     predict.add_argument("--out", help="output folder for predictions.csv, predictions.json and annotated copies "
@@ -617,7 +644,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_options(predict)
     _add_margin_option(predict)
     predict.set_defaults(run=_predict)
-
     video = commands.add_parser(
         "video", help="track and classify the faces of a video or camera; annotated video, per-frame CSV, plot",
         epilog="examples:\n  ferlab video clip.mp4                                  # writes ./clip-ferlab/\n"
@@ -641,6 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--max-frames", type=int, help="stop after N frames")
     video.set_defaults(run=_video)
 
+
+def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
+    """`serve` (the Gradio web app) and `api` (the REST API)."""
     serve = commands.add_parser(
         "serve", help="web app (Gradio): photos, the browser camera, videos, and models side by side",
         epilog="examples:\n  ferlab serve --model runs/cnn3   # then open http://127.0.0.1:7860\n"
@@ -650,21 +679,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_listen_options(serve, port=7860)
     serve.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
     serve.set_defaults(run=_serve)
-
-    calibrate = commands.add_parser(
-        "calibrate", help="fit a model's temperature on held-out images and store it in the model",
-        epilog="example (training calibrates on its val split already; this recalibrates, or calibrates older models):\n"
-               "  ferlab calibrate --model runs/cnn3 --data rafdb/ --split val",
+    api = commands.add_parser(
+        "api", help="REST API (FastAPI): POST /v1/predict, /v1/predict/batch; GET /v1/models, /health, /docs",
+        epilog="examples:\n  ferlab api --model runs/cnn3 --port 8000\n"
+               "  ferlab api --model runs/cnn3 --model runs/resnet   # POST /v1/predict?model=resnet\n"
+               "  FERLAB_API_KEY=secret ferlab api --model cnn3.onnx --host 0.0.0.0  # clients send X-API-Key",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    calibrate.add_argument("--model", required=True, help="run folder or model .safetensors (its model.json is updated)")
-    calibrate.add_argument("--data", required=True, help="class-folder tree, .zip or FER2013 .csv")
-    calibrate.add_argument("--split", default="val", help="split to fit on (default val); not the test split you report")
-    calibrate.add_argument("--out", help="folder for calibration.json and reliability.png (default MODEL_DIR/calibration)")
-    calibrate.set_defaults(run=_calibrate)
+    _add_listen_options(api, port=8000)
+    _add_inference_options(api, several_models=True)
+    api.set_defaults(run=_api)
 
-    models = commands.add_parser("models", help="list registered models, or show one model's layers")
-    models.add_argument("pattern", nargs="?", default="*", help="a model name (shows its layers) or a filter such as 'cnn*'")
-    models.set_defaults(run=_models)
+
+def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
+    """`compare` and `tune`: many training runs and their tables."""
     compare = commands.add_parser("compare", help="train a grid of configs over seeds; a table and overlaid curves",
                                   epilog="example (overrides right after the grid):\n  ferlab compare configs/compare/sgd_vs_adam.yaml "
                                          "epochs=5 --data fer2013-train-val.zip --out runs/sgd_vs_adam",
@@ -690,6 +717,13 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--no-prune", action="store_true", help="let every trial run to the end")
     tune.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="fixed config overrides for every trial")
     tune.set_defaults(run=_tune)
+
+
+def _add_model_commands(commands: argparse._SubParsersAction) -> None:
+    """`models`, `ensemble`, `explain` and `export`: models listed, combined, explained and exported."""
+    models = commands.add_parser("models", help="list registered models, or show one model's layers")
+    models.add_argument("pattern", nargs="?", default="*", help="a model name (shows its layers) or a filter such as 'cnn*'")
+    models.set_defaults(run=_models)
     ensemble = commands.add_parser(
         "ensemble", help="combine trained models by (weighted) probability averaging or majority vote",
         description="A stacking ensemble (a head trained on the members' features) is trained with "
@@ -722,18 +756,6 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--calibration", metavar="DATA",
                         help="dataset whose images (256 at most) calibrate --int8 and check parity (default: generated images)")
     export.set_defaults(run=_export)
-    api = commands.add_parser(
-        "api", help="REST API (FastAPI): POST /v1/predict, /v1/predict/batch; GET /v1/models, /health, /docs",
-        epilog="examples:\n  ferlab api --model runs/cnn3 --port 8000\n"
-               "  ferlab api --model runs/cnn3 --model runs/resnet   # POST /v1/predict?model=resnet\n"
-               "  FERLAB_API_KEY=secret ferlab api --model cnn3.onnx --host 0.0.0.0  # clients send X-API-Key",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_listen_options(api, port=8000)
-    _add_inference_options(api, several_models=True)
-    api.set_defaults(run=_api)
-    _add_data_commands(commands)
-    _add_examples(commands)
-    return parser
 
 
 def _add_examples(commands: argparse._SubParsersAction) -> None:

@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -322,34 +323,12 @@ def train(
     main = rank_zero_only.rank == 0
     run_dir, resume_from = _check_run_dir(cfg.out, resume, main)
     started = time.perf_counter()
-    if table is None:
-        table = open_dataset(cfg.data.path, soft_labels=cfg.data.soft_labels)
-    if cfg.data.merge:
-        table = merge_classes(table, cfg.data.merge)
-    table, classes = select_classes(table, cfg.data.classes)
-    if len(classes) < 2:
-        raise FerlabError(f"{cfg.data.path}: training needs at least two classes, found {classes}")
-    table = prepare_splits(table, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed, groups=cfg.data.groups)
-    _check_val_split(table, cfg)
+    table, classes = _training_table(cfg, table)
     prep = _resolve_preprocessing(cfg)
     teacher = _teacher(cfg, classes, prep)
-    kwargs = {**cfg.model.kwargs, **({"pretrained": cfg.model.pretrained} if cfg.model.pretrained else {})}
-    framing = read_framing(cfg.data.framing) if cfg.data.framing else {}
-    meta = ModelMeta(cfg.model.name, tuple(classes), prep, kwargs, framing=framing, tta=cfg.data.tta)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are initialised
-    model = build_model(meta)
-    check_input(model, cfg.model.name, prep.channels, prep.input_size)
-    own_classes = getattr(model, "classes", None)  # an ensemble's members fix its classes
-    if own_classes is not None and tuple(own_classes) != tuple(classes):
-        raise FerlabError(f"{cfg.model.name} predicts {list(own_classes)} but {cfg.data.path} has {classes}")
+    model, meta = _new_model(cfg, classes, prep)
     # Decoding every image first means bad data fails the run before its folder exists.
-    train_set = ImageDataset(table.split("train"), classes, prep, build_augmentation(cfg.data.augment),
-                             cache_dir=cfg.data.cache_dir)
-    val_set = ImageDataset(table.split("val"), classes, prep, cache_dir=cfg.data.cache_dir)
-    mixing = batch_mixing(cfg.data.augment, len(classes))
-    if mixing is not None and train_set.soft_targets is not None:
-        raise FerlabError(f"{cfg.data.path} has soft labels (votes); mixup and cutmix need hard labels, set data.augment.mixup=0 data.augment.cutmix=0")
-
+    train_set, val_set, mixing = _datasets(cfg, table, classes, prep)
     meta = dataclasses.replace(meta, training_data=DataSketch.from_pixels(train_set.pixels))
     run_dir.mkdir(parents=True, exist_ok=True)
     precision, channels_last = resolve_speed(cfg.model.name, cfg.precision, cfg.channels_last, cfg.accelerator)
@@ -359,25 +338,82 @@ def train(
     )
     if main and not resume:
         write_text(RunDir(run_dir).config, config_to_yaml(resolved))
-
     loader_args = {"batch_size": cfg.data.batch_size, "num_workers": cfg.data.num_workers}
     train_loader = _train_loader(train_set, len(classes), cfg, loader_args)
     val_loader = DataLoader(val_set, **loader_args)
+    module = _classifier(cfg, model, train_set, len(classes), mixing, teacher, channels_last, len(train_loader))
+    run = _Fit(resolved, run_dir, started, len(train_loader), callbacks)
+    with _quiet_lightning():
+        _fit(run.trainer, module, (train_loader, val_loader), resume_from, run_dir)
+    result = run.result()
+    if main:
+        model.load_state_dict(_best_state_dict(Path(run.best.best_model_path)))
+        _save_run(cfg, model, meta, val_set, result, {
+            "classes": classes,
+            "samples": {name: table.split(name).label_counts() for name in table.splits()},
+            "skipped": train_set.skipped + val_set.skipped,
+        })
+    return result
+
+
+def _training_table(cfg: TrainConfig, table: SampleTable | None) -> tuple[SampleTable, list[str]]:
+    """The samples (`table`, else `cfg.data.path`) with the config's merges, classes and splits applied."""
+    if table is None:
+        table = open_dataset(cfg.data.path, soft_labels=cfg.data.soft_labels)
+    if cfg.data.merge:
+        table = merge_classes(table, cfg.data.merge)
+    table, classes = select_classes(table, cfg.data.classes)
+    if len(classes) < 2:
+        raise FerlabError(f"{cfg.data.path}: training needs at least two classes, found {classes}")
+    table = prepare_splits(table, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed, groups=cfg.data.groups)
+    _check_val_split(table, cfg)
+    return table, classes
+
+
+def _new_model(cfg: TrainConfig, classes: list[str], prep: Preprocessing) -> tuple[nn.Module, ModelMeta]:
+    """The model to train, seeded, and the metadata it will be saved with (framing and test-time views included)."""
+    kwargs = {**cfg.model.kwargs, **({"pretrained": cfg.model.pretrained} if cfg.model.pretrained else {})}
+    framing = read_framing(cfg.data.framing) if cfg.data.framing else {}
+    meta = ModelMeta(cfg.model.name, tuple(classes), prep, kwargs, framing=framing, tta=cfg.data.tta)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are initialised
+    model = build_model(meta)
+    check_input(model, cfg.model.name, prep.channels, prep.input_size)
+    own_classes = getattr(model, "classes", None)  # an ensemble's members fix its classes
+    if own_classes is not None and tuple(own_classes) != tuple(classes):
+        raise FerlabError(f"{cfg.model.name} predicts {list(own_classes)} but {cfg.data.path} has {classes}")
+    return model, meta
+
+
+def _datasets(
+    cfg: TrainConfig, table: SampleTable, classes: list[str], prep: Preprocessing
+) -> tuple[ImageDataset, ImageDataset, Any]:
+    """The decoded train and val splits, and the batch mixing (mixup, cutmix) the augmentation asks for."""
+    train_set = ImageDataset(table.split("train"), classes, prep, build_augmentation(cfg.data.augment),
+                             cache_dir=cfg.data.cache_dir)
+    val_set = ImageDataset(table.split("val"), classes, prep, cache_dir=cfg.data.cache_dir)
+    mixing = batch_mixing(cfg.data.augment, len(classes))
+    if mixing is not None and train_set.soft_targets is not None:
+        raise FerlabError(f"{cfg.data.path} has soft labels (votes); mixup and cutmix need hard labels, set data.augment.mixup=0 data.augment.cutmix=0")
+    return train_set, val_set, mixing
+
+
+def _classifier(cfg: TrainConfig, model: nn.Module, train_set: ImageDataset, classes: int, mixing: Any,
+                teacher: nn.Module | None, channels_last: bool, steps_per_epoch: int) -> Classifier:
+    """The Lightning module: the model with the config's optimiser, schedule, loss and distillation."""
     optim = cfg.optim
-    module = Classifier(
+    weights = (class_weights(train_set.targets, classes, cfg.data.balance)
+               if cfg.data.balance in ("inverse", "effective") else None)
+    return Classifier(
         model=model,
-        num_classes=len(classes),
+        num_classes=classes,
         optimizer=make_optimizer(optim.name, lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov,
                                  weight_decay=optim.weight_decay),
-        schedule=make_schedule(cfg.schedule, epochs=cfg.epochs, steps_per_epoch=len(train_loader)),
+        schedule=make_schedule(cfg.schedule, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch),
         lr=optim.lr,
         backbone_lr_scale=optim.backbone_lr_scale,
         label_smoothing=optim.label_smoothing,
         l1=optim.l1,
-        class_weights=(
-            class_weights(train_set.targets, len(classes), cfg.data.balance)
-            if cfg.data.balance in ("inverse", "effective") else None
-        ),
+        class_weights=weights,
         batch_mixing=mixing,
         freeze=cfg.model.freeze,
         channels_last=channels_last,
@@ -385,43 +421,50 @@ def train(
         distill_weight=cfg.distill.weight,
         distill_temperature=cfg.distill.temperature,
     )
-    run = RunDir(run_dir)
-    checkpoint = ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor="val_acc", mode="max")
-    # Every epoch, improved or not (save_last only follows saved best ones), once the epoch has fully ended.
-    last = ModelCheckpoint(dirpath=run.checkpoints, filename=run.last_checkpoint.stem, save_on_train_epoch_end=True,
-                           enable_version_counter=False)
-    epochs_csv, clock = EpochMetricsCSV(run.metrics), RunClock(started)
-    with _quiet_lightning():
-        trainer = L.Trainer(
-            max_epochs=cfg.epochs,
-            accelerator=cfg.accelerator,
-            devices=cfg.devices,
-            num_nodes=cfg.num_nodes,
-            strategy=cfg.strategy,
-            precision=precision,
-            gradient_clip_val=optim.grad_clip or None,
-            deterministic=True,
-            logger=_loggers(cfg.loggers, run_dir) or False,
-            default_root_dir=run_dir,
-            enable_model_summary=False,
-            log_every_n_steps=max(1, min(50, len(train_loader))),
-            callbacks=[
-                checkpoint, last, EarlyStopping("val_acc", mode="max", patience=cfg.patience), epochs_csv,
-                EpochSeeding(cfg.seed), clock, EpochProgressBar(), *callbacks,
-            ],
-        )
-        _fit(trainer, module, (train_loader, val_loader), resume_from, run_dir)
-    best = max(epochs_csv.rows, key=lambda row: row["val_acc"])
-    result = TrainResult(
-        run_dir=run_dir,
-        best_val_acc=float(best["val_acc"]),
-        best_epoch=int(best["epoch"]),
-        epochs_run=len(epochs_csv.rows),
-        seconds=round(clock.seconds(), 2),
-    )
-    if not main:
-        return result
-    model.load_state_dict(_best_state_dict(Path(checkpoint.best_model_path)))
+
+
+class _Fit:
+    """The Lightning trainer of a run and the callbacks whose records make its result."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, started: float, steps_per_epoch: int,
+                 callbacks: Sequence[Callback]) -> None:
+        run = RunDir(run_dir)
+        self.run_dir = run_dir
+        self.best = ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor="val_acc", mode="max")
+        # Every epoch, improved or not (save_last only follows saved best ones), once the epoch has fully ended.
+        last = ModelCheckpoint(dirpath=run.checkpoints, filename=run.last_checkpoint.stem,
+                               save_on_train_epoch_end=True, enable_version_counter=False)
+        self.epochs, self.clock = EpochMetricsCSV(run.metrics), RunClock(started)
+        with _quiet_lightning():
+            self.trainer = L.Trainer(
+                max_epochs=cfg.epochs,
+                accelerator=cfg.accelerator,
+                devices=cfg.devices,
+                num_nodes=cfg.num_nodes,
+                strategy=cfg.strategy,
+                precision=cfg.precision,
+                gradient_clip_val=cfg.optim.grad_clip or None,
+                deterministic=True,
+                logger=_loggers(cfg.loggers, run_dir) or False,
+                default_root_dir=run_dir,
+                enable_model_summary=False,
+                log_every_n_steps=max(1, min(50, steps_per_epoch)),
+                callbacks=[
+                    self.best, last, EarlyStopping("val_acc", mode="max", patience=cfg.patience), self.epochs,
+                    EpochSeeding(cfg.seed), self.clock, EpochProgressBar(), *callbacks,
+                ],
+            )
+
+    def result(self) -> TrainResult:
+        best = max(self.epochs.rows, key=lambda row: row["val_acc"])
+        return TrainResult(run_dir=self.run_dir, best_val_acc=float(best["val_acc"]), best_epoch=int(best["epoch"]),
+                           epochs_run=len(self.epochs.rows), seconds=round(self.clock.seconds(), 2))
+
+
+def _save_run(cfg: TrainConfig, model: nn.Module, meta: ModelMeta, val_set: ImageDataset, result: TrainResult,
+              facts: dict[str, Any]) -> None:
+    """The best epoch's model (calibrated, and as ONNX, where the config asks), then ``summary.json`` last."""
+    run_dir = result.run_dir
     if cfg.calibrate:
         meta = _calibrate(model, meta, val_set, run_dir)
     save_model(model, meta, run_dir)
@@ -429,9 +472,6 @@ def train(
         write_model_onnx(LoadedModel(model.eval(), meta), run_dir)
     write_json(RunDir(run_dir).summary, {
         **{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(result).items()},
-        "classes": classes,
-        "samples": {name: table.split(name).label_counts() for name in table.splits()},
-        "skipped": train_set.skipped + val_set.skipped,
+        **facts,
     })
     log.info("best val_acc %.4f at epoch %d; model saved in %s", result.best_val_acc, result.best_epoch, run_dir)
-    return result
