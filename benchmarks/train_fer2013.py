@@ -38,7 +38,7 @@ def main() -> int:
         "patience": args.patience, "seed": args.seed, "out": str(out),
     })
     result = train(cfg)
-    metrics = evaluate(result.run_dir, args.data, result.run_dir / "eval", split="val")
+    metrics = evaluate(result.run_dir, args.data, result.run_dir / "eval", split="val").to_dict()
     with open(result.run_dir / "metrics.csv", newline="") as handle:
         seconds = [float(row["seconds"]) for row in csv.DictReader(handle)]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

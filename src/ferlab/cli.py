@@ -130,7 +130,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(f"comparison.md, comparison.csv and one evaluation folder per model written to {args.out}")
         return
     metrics = evaluate(args.model[0], args.data, args.out, split=args.split, tta=args.tta, merge=_merges(args.merge),
-                       **photos)
+                       **photos).to_dict()
     found = ""
     if "detection_rate" in metrics:
         found = (f"{metrics['photos']} photos, a face found in {metrics['detection_rate']:.1%} "
@@ -210,7 +210,7 @@ def _serve(args: argparse.Namespace) -> None:
 def _calibrate(args: argparse.Namespace) -> None:
     from ferlab.evaluation.calibration import calibrate
 
-    result = calibrate(args.model, args.data, split=args.split, out=args.out)
+    result = calibrate(args.model, args.data, split=args.split, out=args.out).to_dict()
     nll, ece = result["nll"], result["ece"]
     kept = "kept the fitted one" if result["fitted_kept"] else "kept the stored one, the fit did not lower NLL"
     print(f"temperature {result['temperature_before']:.3f} -> {result['temperature']:.3f} (fitted "

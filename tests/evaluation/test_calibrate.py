@@ -36,7 +36,9 @@ def test_calibrate_stores_the_temperature_and_writes_its_report(old_model, tree,
     weights = (old_model / "model.safetensors").read_bytes()
     before = json.loads((old_model / "model.json").read_text())
 
-    report = calibrate(old_model / "model.safetensors", data)
+    result = calibrate(old_model / "model.safetensors", data)
+    report = result.to_dict()
+    assert result.temperature == report["temperature"] and str(result.model) == report["model"]
 
     out = old_model / "calibration"
     assert json.loads((out / "calibration.json").read_text()) == report
@@ -52,7 +54,7 @@ def test_calibrate_stores_the_temperature_and_writes_its_report(old_model, tree,
     assert (old_model / "model.safetensors").read_bytes() == weights
     assert report["nll"]["after"] <= report["nll"]["before"]
 
-    again = calibrate(old_model, tree, split="test", out=tmp_path / "recal")  # recalibrating starts from the stored T
+    again = calibrate(old_model, tree, split="test", out=tmp_path / "recal").to_dict()  # recalibrating starts from the stored T
     assert again["temperature_before"] == report["temperature"] and again["split"] == "test"
     assert (tmp_path / "recal" / "calibration.json").is_file() and (tmp_path / "recal" / "reliability.png").is_file()
     np.testing.assert_allclose(load_model(old_model).predict_proba(val.pixels).sum(1), 1, atol=1e-6)
@@ -76,7 +78,7 @@ def test_calibrate_keeps_the_stored_temperature_unless_the_fit_lowers_nll(old_mo
     (old_model / "model.json").write_text(json.dumps({**meta, "temperature": stored}))
     (old_model / "calibration.json").write_text(json.dumps({"split": "val", "temperature": stored}))  # training's
 
-    report = calibrate(old_model, tree)
+    report = calibrate(old_model, tree).to_dict()
 
     assert json.loads((old_model / "calibration" / "calibration.json").read_text()) == report
     assert report["temperature_before"] == stored and report["temperature_fitted"] == 1.0

@@ -56,8 +56,8 @@ def framed_run(trained_run, tmp_path_factory):
 
 
 def test_photos_are_scored_through_detection_and_a_photo_without_a_face_is_an_error(framed_run, tree, photos, tmp_path):
-    on_crops = evaluate(framed_run, tree, tmp_path / "crops", split="test")
-    metrics = evaluate(framed_run, photos, tmp_path / "photos", split="all", detector=GreenScreen())
+    on_crops = evaluate(framed_run, tree, tmp_path / "crops", split="test").to_dict()
+    metrics = evaluate(framed_run, photos, tmp_path / "photos", split="all", detector=GreenScreen()).to_dict()
     assert metrics["photos"] == 32 and metrics["no_face"] == 2 and metrics["samples"] == 30
     assert metrics["detection_rate"] == pytest.approx(30 / 32)
     assert sorted(s.rsplit("/", 1)[-1] for s in metrics["no_face_sources"]) == ["empty0.png", "empty1.png"]

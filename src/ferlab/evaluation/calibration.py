@@ -7,19 +7,20 @@ validation images).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ferlab._compat import DictAccess
 from ferlab._io import write_json
 from ferlab.data import ImageDataset, open_dataset
 from ferlab.errors import FerlabError
 from ferlab.evaluation.evaluate import choose_split, shared_classes
 from ferlab.evaluation.plots import plot_reliability
 from ferlab.models import load_model
-from ferlab.models.calibration import fit_calibration
+from ferlab.models.calibration import Calibration, fit_calibration
 from ferlab.models.io import save_temperature
 from ferlab.models.onnx import ONNX_NAME, update_onnx_meta
 from ferlab.rundir import RunDir
@@ -27,7 +28,29 @@ from ferlab.rundir import RunDir
 __all__ = ["calibrate"]
 
 
-def calibrate(model: str | Path, data: str | Path, split: str = "val", out: str | Path | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CalibrateResult(DictAccess):
+    """A temperature fit stored in a model: the fit, where it was stored, and what it was fitted on."""
+
+    model: Path
+    data: str
+    split: str
+    calibration: Calibration
+    skipped: list[str]
+    left_out: dict[str, int]
+    out: Path
+
+    @property
+    def temperature(self) -> float:
+        return self.calibration.temperature
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report, as written to ``calibration.json``."""
+        return {"model": str(self.model), "data": self.data, "split": self.split, **self.calibration.to_dict(),
+                "skipped": self.skipped, "left_out": self.left_out}
+
+
+def calibrate(model: str | Path, data: str | Path, split: str = "val", out: str | Path | None = None) -> CalibrateResult:
     """Fit the temperature of the saved `model` on `data`'s `split`; store it in ``model.json`` if it lowers the NLL.
 
     A fit that does not lower the NLL there keeps the model's temperature (see `Calibration`).
@@ -39,9 +62,6 @@ def calibrate(model: str | Path, data: str | Path, split: str = "val", out: str 
         model: a run folder, or the model's ``.safetensors`` or ``.json`` file.
         split: as in `choose_split`; fit on held-out images, never on the test split you report.
         out: default ``<model folder>/calibration``.
-
-    Returns:
-        The report, as written to ``calibration.json``.
 
     Raises:
         FerlabError: bad paths, a missing split, or no image of a class the model predicts.
@@ -56,21 +76,15 @@ def calibrate(model: str | Path, data: str | Path, split: str = "val", out: str 
     meta_path = save_temperature(model, calibration.temperature)
     if (meta_path.parent / ONNX_NAME).is_file():  # the export beside it carries the temperature too
         update_onnx_meta(meta_path.parent / ONNX_NAME, replace(loaded.meta, temperature=calibration.temperature))
-    report = {
-        "model": str(meta_path),
-        "data": str(data),
-        "split": "+".join(name or "unsplit" for name in table.splits()),
-        **calibration.to_dict(),
-        "skipped": dataset.skipped,
-        "left_out": left_out,
-    }
     out = Path(out) if out is not None else meta_path.parent / "calibration"
-    write_json(out / "calibration.json", report)
-    write_json(RunDir(meta_path.parent).calibration, report)
+    split_name = "+".join(name or "unsplit" for name in table.splits())
+    result = CalibrateResult(meta_path, str(data), split_name, calibration, dataset.skipped, left_out, out)
+    write_json(out / "calibration.json", result.to_dict())
+    write_json(RunDir(meta_path.parent).calibration, result.to_dict())
     curves = {
         f"{when} (T={t:.2f})": torch.softmax(logits / t, dim=1).numpy()
         for when, t in (("before", calibration.temperature_before), ("fitted", calibration.temperature_fitted))
     }
     plot_reliability(curves, dataset.targets.numpy(), out / "reliability.png",
-                     title=f"Reliability on the {report['split']} split of {Path(data).name}")
-    return report
+                     title=f"Reliability on the {split_name} split of {Path(data).name}")
+    return result

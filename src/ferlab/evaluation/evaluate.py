@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from scipy.special import softmax
 
+from ferlab._compat import DictAccess
 from ferlab._io import write_csv, write_json
 from ferlab.data import ImageDataset, SampleTable, merge_classes, open_dataset
 from ferlab.errors import FerlabError
@@ -221,6 +222,31 @@ def write_evaluation(evaluation: Evaluation, out: str | Path, gallery: int = 32)
     return files
 
 
+@dataclass(frozen=True)
+class EvaluateResult(DictAccess):
+    """What `evaluate` measured and wrote: the headline figures, every metric, and the files by name."""
+
+    out: Path
+    metrics: dict[str, Any]
+    files: dict[str, Path]
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.metrics["accuracy"])
+
+    @property
+    def macro_f1(self) -> float:
+        return float(self.metrics["macro_f1"])
+
+    @property
+    def samples(self) -> int:
+        return int(self.metrics["samples"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metrics, as written to ``metrics.json``."""
+        return dict(self.metrics)
+
+
 def evaluate(
     model: str | Path | ModelBackend,
     data: str | Path,
@@ -229,15 +255,12 @@ def evaluate(
     tta: str | None = None,
     merge: Mapping[str, Iterable[str]] | None = None,
     **photos: Any,
-) -> dict[str, Any]:
+) -> EvaluateResult:
     """Evaluate `model` on `data` and write metrics.json, predictions.csv and the plots to `out`.
 
     Args:
         photos: `evaluate_model`'s ``detector``, ``detector_path`` and ``margin``, for whole photos.
-
-    Returns:
-        The metrics, as written to ``metrics.json``.
     """
     evaluation = evaluate_model(model, data, split=split, tta=tta, merge=merge, **photos)
-    write_evaluation(evaluation, out)
-    return evaluation.metrics
+    files = write_evaluation(evaluation, out)
+    return EvaluateResult(Path(out), evaluation.metrics, files)

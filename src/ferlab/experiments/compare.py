@@ -373,7 +373,7 @@ def _evaluation(run: _Run, split: str) -> dict[str, Any]:
                 return metrics
         except json.JSONDecodeError:
             pass  # written atomically, so only a hand-edited file gets here; evaluate again
-    return evaluate(run.run_dir, run.cfg.data.path, eval_dir, split=split)
+    return evaluate(run.run_dir, run.cfg.data.path, eval_dir, split=split).to_dict()
 
 
 def _run_one(run: _Run, split: str | None) -> RunRow:
