@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from ferlab import __version__
-from ferlab.cli import main
+from ferlab.cli import TRAIN_FLAGS, build_parser, main
 
 
 def test_version_and_models_listing(capsys):
@@ -223,3 +223,21 @@ def test_a_mistyped_input_fails_before_the_model_is_loaded(tmp_path, capsys, mon
     assert "nope.jpg" in capsys.readouterr().err
     assert main(["evaluate", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "eval")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_train_flags_and_config_fields_cannot_drift():
+    """Every `ferlab train` flag sets a real config key (or is one of the few that are not config keys)."""
+    import dataclasses
+    import typing
+
+    from ferlab.training import TrainConfig
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    dests = {a.dest for a in commands.choices["train"]._actions} - {"help", "config", "resume", "overrides", "augment"}
+    assert dests == set(TRAIN_FLAGS)
+    for key in TRAIN_FLAGS.values():
+        owner = TrainConfig
+        for part in key.split("."):
+            fields = {f.name: f for f in dataclasses.fields(owner)}
+            assert part in fields, f"{key}: {owner.__name__} has no field {part}"
+            owner = typing.get_type_hints(owner)[part]

@@ -79,19 +79,24 @@ def _train(args: argparse.Namespace) -> int | None:
     return None
 
 
+#: The `ferlab train` flags (argparse dests) that set one config key each; tests check that both sides exist.
+TRAIN_FLAGS = {
+    "data": "data.path", "model": "model.name", "epochs": "epochs", "out": "out", "classes": "data.classes",
+    "batch_size": "data.batch_size", "image_size": "data.image_size", "channels": "data.channels",
+    "optimizer": "optim.name", "lr": "optim.lr", "seed": "seed", "patience": "patience",
+    "pretrained": "model.pretrained", "freeze": "model.freeze", "precision": "precision", "devices": "devices",
+    "num_nodes": "num_nodes", "balance": "data.balance", "cache_dir": "data.cache_dir",
+    "soft_labels": "data.soft_labels",
+}
+
+
 def _train_or_resume(args: argparse.Namespace) -> None:
 
     from ferlab.training import load_config, resume, train
 
-    flags = {
-        "data.path": args.data, "model.name": args.model, "epochs": args.epochs, "out": args.out,
-        "data.classes": args.classes.split(",") if args.classes else None,
-        "data.batch_size": args.batch_size, "data.image_size": args.image_size, "data.channels": args.channels,
-        "optim.name": args.optimizer, "optim.lr": args.lr, "seed": args.seed, "patience": args.patience,
-        "model.pretrained": args.pretrained, "model.freeze": args.freeze, "precision": args.precision,
-        "devices": args.devices, "num_nodes": args.num_nodes,
-        "data.balance": args.balance, "data.cache_dir": args.cache_dir, "data.soft_labels": args.soft_labels,
-    }
+    flags = {key: getattr(args, dest) for dest, key in TRAIN_FLAGS.items()}
+    if args.classes:
+        flags["data.classes"] = args.classes.split(",")
     if args.augment:
         from dataclasses import asdict
 
