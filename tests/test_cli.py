@@ -241,3 +241,55 @@ def test_train_flags_and_config_fields_cannot_drift():
             fields = {f.name: f for f in dataclasses.fields(owner)}
             assert part in fields, f"{key}: {owner.__name__} has no field {part}"
             owner = typing.get_type_hints(owner)[part]
+
+
+def on_a_terminal(args):
+    """Run ``ferlab ARGS`` with its stderr on a pseudo-terminal, as in a user's shell; (exit code, what it showed)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    import threading
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a new pty is 0 columns wide
+    shown = bytearray()
+
+    def read():
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed with the process
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    done = subprocess.run([sys.executable, "-c", "import sys; from ferlab.cli import main; sys.exit(main())", *args],
+                          stdout=subprocess.DEVNULL, stderr=follower, timeout=300)
+    os.close(follower)
+    reader.join(10)
+    os.close(leader)
+    return done.returncode, shown.decode(errors="replace")
+
+
+@pytest.mark.parametrize("command", ["predict", pytest.param("evaluate", marks=pytest.mark.slow), "scan"])
+def test_long_commands_show_a_progress_bar_on_a_terminal_only(command, tree, tmp_path):
+    """Item 9 of the newcomer's list: a tqdm bar on a terminal, nothing of it when stderr is a pipe or file."""
+    def args(out):
+        return {
+            "predict": ["predict", str(tree), "--detector", "none", "--out", str(out)],
+            "evaluate": ["evaluate", "--data", str(tree), "--out", str(out)],
+            "scan": ["data", "scan", str(tree), "--out", str(out)],
+        }[command]
+
+    code, shown = on_a_terminal(args(tmp_path / "terminal"))
+    assert code == 0, shown
+    assert "%|" in shown, shown[-2000:]  # tqdm's bar
+    piped = subprocess.run([sys.executable, "-c", "import sys; from ferlab.cli import main; sys.exit(main())",
+                            *args(tmp_path / "piped")], capture_output=True, text=True, timeout=300)
+    assert piped.returncode == 0, piped.stderr
+    assert "%|" not in piped.stderr
