@@ -49,8 +49,8 @@ class RunDir:
 
     path: Path
 
-    def __init__(self, path: str | Path) -> None:
-        object.__setattr__(self, "path", Path(path).expanduser())
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path).expanduser())  # str or ~ accepted, as everywhere
 
     @property
     def config(self) -> Path:
