@@ -210,14 +210,14 @@ def test_every_subcommand_help_shows_examples_of_itself():
 def test_a_mistyped_input_fails_before_the_model_is_loaded(tmp_path, capsys, monkeypatch):
     import importlib
 
-    from ferlab.inference import predictor
+    from ferlab.inference import recognizer
 
     evaluate_module = importlib.import_module("ferlab.evaluation.evaluate")  # the module, not its function
 
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded before the inputs were checked")
 
-    monkeypatch.setattr(predictor, "Recognizer", never)
+    monkeypatch.setattr(recognizer, "Recognizer", never)  # what `ferlab predict` imports
     monkeypatch.setattr(evaluate_module, "load_classifier", never)
     assert main(["predict", str(tmp_path / "nope.jpg"), "--out", str(tmp_path / "pred")]) == 2
     assert "nope.jpg" in capsys.readouterr().err
