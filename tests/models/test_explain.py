@@ -184,3 +184,19 @@ def test_a_crop_model_explains_its_centre_view_at_the_image_size():
     heat = grad_cam(model, torch.randint(0, 256, (2, 1, 48, 48), dtype=torch.uint8), target="happy")
     assert heat.shape == (2, 48, 48) and heat[:, 4:44, 4:44].max() > 0
     assert not heat[:, :4].any() and not heat[:, 44:].any() and not heat[:, :, :4].any() and not heat[:, :, 44:].any()
+
+
+def test_explain_warns_that_whole_photos_are_explained_whole(trained_run, tmp_path, caplog):
+    from PIL import Image
+
+    photo = tmp_path / "portrait.png"
+    Image.new("L", (640, 480), 120).save(photo)
+    with caplog.at_level("WARNING", logger="ferlab.evaluation.explain"):
+        explain_files(trained_run, [photo], tmp_path / "out")
+    assert "look like whole photos" in caplog.text and "portrait.png" in caplog.text
+    caplog.clear()
+    small = tmp_path / "crop.png"
+    Image.new("L", (48, 48), 120).save(small)
+    with caplog.at_level("WARNING", logger="ferlab.evaluation.explain"):
+        explain_files(trained_run, [small], tmp_path / "out2")
+    assert "whole photos" not in caplog.text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,11 @@ PHOTO_SIDE_RATIO = 4
 _SIZE_SAMPLE = 16
 
 
+def looks_like_whole_photos(sides: Sequence[int], input_size: int) -> bool:
+    """Whether images whose shorter sides are `sides` are far bigger than a model's `input_size`-px face crops."""
+    return bool(sides) and float(np.median(sides)) > PHOTO_SIDE_RATIO * input_size
+
+
 def warn_if_whole_photos(table: SampleTable, input_size: int) -> bool:
     """Warn (and say True) when `table`'s images look like whole photos rather than the face crops a model takes.
 
@@ -97,7 +102,7 @@ def warn_if_whole_photos(table: SampleTable, input_size: int) -> bool:
             sides.append(min(table.read_image(sample).size))
         except FerlabError:
             continue
-    if not sides or float(np.median(sides)) <= PHOTO_SIDE_RATIO * input_size:
+    if not looks_like_whole_photos(sides, input_size):
         return False
     log.warning("%s: its images (median shorter side %d px) look like whole photos, not %d-px face crops; each is "
                 "classified whole. To find and cut the faces as `ferlab predict` does, pass --detector yunet or haar",

@@ -6,6 +6,7 @@ files, folders and globs and drawing the pictures is evaluation's.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,11 +19,14 @@ from ferlab.data.images import decode_image
 from ferlab.data.inputs import expand_inputs
 from ferlab.data.transforms import to_pixels
 from ferlab.errors import FerlabError
+from ferlab.evaluation.evaluate import looks_like_whole_photos
 from ferlab.evaluation.plots import plot_gallery
 from ferlab.models.explain import grad_cam, overlay_heatmap, target_classes
 from ferlab.models.io import LoadedModel, load_model
 
 __all__ = ["explain_files"]
+
+log = logging.getLogger(__name__)
 
 
 def _output_names(paths: Sequence[Path]) -> list[str]:
@@ -75,7 +79,11 @@ def explain_files(
         raise FerlabError("no images to explain")
     out = check_new_folder(out, hint="choose a new one, so that earlier explanations do not mix with these")
     prep = loaded.meta.preprocessing
-    pixels = torch.from_numpy(np.stack([to_pixels(decode_image(p, str(p)), prep) for p in paths]))  # (N, C, S, S) uint8
+    images = [decode_image(p, str(p)) for p in paths]
+    if looks_like_whole_photos([min(image.size) for image in images], prep.input_size):
+        log.warning("%s: these images look like whole photos, not %d-px face crops; each is explained whole. "
+                    "Explain the faces: cut them first (the boxes are in `ferlab predict --json`)", paths[0], prep.input_size)
+    pixels = torch.from_numpy(np.stack([to_pixels(image, prep) for image in images]))  # (N, C, S, S) uint8
     probs = loaded.predict_proba(pixels)
     explained = target_classes(loaded, pixels, target)
     heat = grad_cam(loaded, pixels, explained, layer)
