@@ -43,6 +43,7 @@ def test_a_bundled_model_is_never_changed_in_place():
     assert meta.read_bytes() == before
 
 
+@pytest.mark.slow  # evaluates each bundled model on the 3,589 PublicTest faces, as the photo check below does on photos
 @pytest.mark.skipif(not FER2013.is_file(), reason="no ../shared FER2013 copy")
 @pytest.mark.parametrize("name", list(BUNDLED))
 def test_the_card_states_the_measured_publictest_accuracy(name):
