@@ -23,12 +23,17 @@ WRITABLE = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-@functools.cache
-def _palette() -> tuple[tuple[int, int, int], ...]:
-    """Matplotlib's tab10 colours as RGB bytes: distinct, and the same as in ferlab's plots."""
+def label_colours() -> tuple[tuple[float, float, float], ...]:
+    """Each class's colour, by position (matplotlib's tab10): boxes, the web app's charts and ferlab's plots agree."""
     from matplotlib import colormaps
 
-    return tuple(tuple(round(255 * c) for c in rgb) for rgb in colormaps["tab10"].colors)
+    return tuple(colormaps["tab10"].colors)
+
+
+@functools.cache
+def _palette() -> tuple[tuple[int, int, int], ...]:
+    """`label_colours` as RGB bytes, for OpenCV."""
+    return tuple(tuple(round(255 * c) for c in rgb) for rgb in label_colours())
 
 
 def caption(result: FaceResult, number: int | None = None) -> str:

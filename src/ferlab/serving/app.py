@@ -22,7 +22,7 @@ import numpy as np
 from ferlab.data.transforms import TTA_MODES
 from ferlab.errors import FerlabError
 from ferlab.inference.detect import DEFAULT_DETECTOR, DETECTORS
-from ferlab.inference.drawing import annotate
+from ferlab.inference.drawing import annotate, label_colours
 from ferlab.inference.recognizer import FaceResult, Recognizer
 from ferlab.inference.video import process_video
 from ferlab.serving import require_serving
@@ -60,7 +60,8 @@ def face_chart(results: Sequence[FaceResult], classes: Sequence[str]) -> Figure:
         ax.set_axis_off()
     if not results:
         axes[0, 0].text(0.5, 0.5, "no face found", ha="center", va="center")
-    colours = [f"C{k % 10}" for k in range(len(classes))]  # annotate's colours: tab10 by class
+    palette = label_colours()
+    colours = [palette[k % len(palette)] for k in range(len(classes))]  # the colours of the boxes annotate draws
     for i, (ax, result) in enumerate(zip(axes.flat, results)):
         ax.barh(range(len(classes)), [result.probs[c] for c in classes], color=colours)
         ax.set_title(f"#{i} {result.label} {result.probs[result.label]:.2f}", fontsize="medium")
