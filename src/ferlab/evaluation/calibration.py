@@ -79,8 +79,9 @@ def calibrate(model: str | Path, data: str | Path, split: str = "val", out: str 
     out = Path(out) if out is not None else meta_path.parent / "calibration"
     split_name = "+".join(name or "unsplit" for name in table.splits())
     result = CalibrateResult(meta_path, str(data), split_name, calibration, dataset.skipped, left_out, out)
-    write_json(out / "calibration.json", result.to_dict())
-    write_json(RunDir(meta_path.parent).calibration, result.to_dict())
+    report = result.to_dict()
+    write_json(out / "calibration.json", report)
+    write_json(RunDir(meta_path.parent).calibration, report)
     curves = {
         f"{when} (T={t:.2f})": torch.softmax(logits / t, dim=1).numpy()
         for when, t in (("before", calibration.temperature_before), ("fitted", calibration.temperature_fitted))

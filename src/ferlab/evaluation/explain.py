@@ -79,11 +79,15 @@ def explain_files(
         raise FerlabError("no images to explain")
     out = check_new_folder(out, hint="choose a new one, so that earlier explanations do not mix with these")
     prep = loaded.meta.preprocessing
-    images = [decode_image(p, str(p)) for p in paths]
-    if looks_like_whole_photos([min(image.size) for image in images], prep.input_size):
+    sides, crops = [], []
+    for path in paths:  # one image decoded at a time: whole photos are large
+        image = decode_image(path, str(path))
+        sides.append(min(image.size))
+        crops.append(to_pixels(image, prep))
+    if looks_like_whole_photos(sides, prep.input_size):
         log.warning("%s: these images look like whole photos, not %d-px face crops; each is explained whole. "
                     "Explain the faces: cut them first (the boxes are in `ferlab predict --json`)", paths[0], prep.input_size)
-    pixels = torch.from_numpy(np.stack([to_pixels(image, prep) for image in images]))  # (N, C, S, S) uint8
+    pixels = torch.from_numpy(np.stack(crops))  # (N, C, S, S) uint8
     probs = loaded.predict_proba(pixels)
     explained = target_classes(loaded, pixels, target)
     heat = grad_cam(loaded, pixels, explained, layer)

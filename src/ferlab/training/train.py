@@ -342,12 +342,12 @@ def train(
     train_loader = _train_loader(train_set, len(classes), cfg, loader_args)
     val_loader = DataLoader(val_set, **loader_args)
     module = _classifier(cfg, model, train_set, len(classes), mixing, teacher, channels_last, len(train_loader))
-    run = _Fit(resolved, run_dir, started, len(train_loader), callbacks)
+    fit = _Fit(resolved, run_dir, started, len(train_loader), callbacks)
     with _quiet_lightning():
-        _fit(run.trainer, module, (train_loader, val_loader), resume_from, run_dir)
-    result = run.result()
+        _fit(fit.trainer, module, (train_loader, val_loader), resume_from, run_dir)
+    result = fit.result()
     if main:
-        model.load_state_dict(_best_state_dict(Path(run.best.best_model_path)))
+        model.load_state_dict(_best_state_dict(Path(fit.best.best_model_path)))
         _save_run(cfg, model, meta, val_set, result, {
             "classes": classes,
             "samples": {name: table.split(name).label_counts() for name in table.splits()},
