@@ -302,15 +302,20 @@ def segment_rows(driver, labels):
 
 
 def y4m(crop, path, frames=20):
-    """A Y4M clip (what Chromium's fake camera reads) of the crop on grey, through PyAV."""
+    """A Y4M clip (what Chromium's fake camera reads) of the crop on a grey that brightens frame by frame.
+
+    The frames differ because Gradio names an output file by its content's hash: a still camera would give every
+    annotated frame one URL, and the test could not tell a live stream from a single frame.
+    """
     import av
 
-    canvas = np.full((120, 160, 3), 90, np.uint8)
-    canvas[30:78, 50:98] = np.asarray(Image.open(crop).convert("RGB"))
+    face = np.asarray(Image.open(crop).convert("RGB"))
     with av.open(str(path), "w", format="yuv4mpegpipe") as out:
         stream = out.add_stream("wrapped_avframe", rate=10)
         stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
         for i in range(frames):
+            canvas = np.full((120, 160, 3), 60 + 4 * i, np.uint8)
+            canvas[30:78, 50:98] = face
             frame = av.VideoFrame.from_ndarray(canvas, format="rgb24").reformat(format="yuv420p")
             frame.pts = i
             out.mux(stream.encode(frame))
