@@ -84,7 +84,7 @@ TRAIN_FLAGS = {
     "data": "data.path", "model": "model.name", "epochs": "epochs", "out": "out", "classes": "data.classes",
     "batch_size": "data.batch_size", "image_size": "data.image_size", "channels": "data.channels",
     "optimizer": "optim.name", "lr": "optim.lr", "seed": "seed", "patience": "patience",
-    "pretrained": "model.pretrained", "freeze": "model.freeze", "precision": "precision", "devices": "devices",
+    "pretrained": "model.pretrained", "init": "model.init", "freeze": "model.freeze", "precision": "precision", "devices": "devices",
     "num_nodes": "num_nodes", "balance": "data.balance", "cache_dir": "data.cache_dir",
     "soft_labels": "data.soft_labels",
 }
@@ -589,6 +589,8 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--devices", type=int, help="devices (GPUs or CPU processes); more than one trains with DDP")
     train.add_argument("--num-nodes", type=int, help="machines for multi-node DDP")
     train.add_argument("--pretrained", help="timm backbones: 'hub' (download once) or a local weights file")
+    train.add_argument("--init", help="start from a saved model's weights (bundled name, run folder, .safetensors) "
+                                      "of the same architecture: fine-tune it")
     train.add_argument("--freeze", help="none, backbone, last:N, first:N or gradual:K")
     train.add_argument("--augment", help="preset none|light|medium|heavy|photo, plus knobs: medium,rotation=20,mixup=0.2")
     train.add_argument("--balance", help="class imbalance: none, inverse or effective (loss weights), sampler, oversample")

@@ -46,3 +46,29 @@ def test_an_input_the_model_cannot_take_is_refused_before_training(tree, tmp_pat
     with pytest.raises(FerlabError, match="model.freeze: unknown freezing policy"):
         train(load_config(values={**values, "model.freeze": "half"}))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_started_from_a_saved_model_begins_where_that_model_ended(trained_run, tree, tmp_path):
+    # One epoch at a negligible learning rate: the warm start must already score what the saved model scores,
+    # while the same epoch from fresh weights stays near chance (1/3).
+    values = {"data.path": str(tree), "model.name": "cnn3_bn", "epochs": 1, "data.batch_size": 32,
+              "optim.lr": 1e-9, "schedule.name": "none"}
+    warm = train(load_config(values={**values, "out": str(tmp_path / "warm"), "model.init": str(trained_run)}))
+    cold = train(load_config(values={**values, "out": str(tmp_path / "cold")}))
+    saved = json.loads((trained_run / "summary.json").read_text())["best_val_acc"]
+    assert warm.best_val_acc >= saved - 0.05 and warm.best_val_acc >= 0.8
+    assert cold.best_val_acc < 0.6
+    assert load_config(tmp_path / "warm" / "config.yaml").model.init == str(trained_run)
+
+
+def test_a_saved_model_that_does_not_fit_the_run_is_refused_by_name(trained_run, tree, tmp_path):
+    base = {"data.path": str(tree), "epochs": 1, "out": str(tmp_path / "run"), "model.init": str(trained_run)}
+    with pytest.raises(FerlabError, match=r"config field model.init: .* is a cnn3_bn, this run trains a baseline_cnn"):
+        train(load_config(values={**base, "model.name": "baseline_cnn"}))
+    with pytest.raises(FerlabError, match=r"config field model.init: .* do not fit this run's cnn3_bn"):
+        train(load_config(values={**base, "model.kwargs": {"dense": 64}}))
+    with pytest.raises(FerlabError, match=r"config field model.init: .* predicts \['angry', 'happy', 'neutral'\]"):
+        train(load_config(values={**base, "data.classes": ["angry", "happy"]}))
+    with pytest.raises(FerlabError, match="config field model.init: no model at"):
+        train(load_config(values={**base, "model.init": str(tmp_path / "nowhere")}))
+    assert not (tmp_path / "run").exists()

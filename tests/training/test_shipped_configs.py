@@ -7,7 +7,8 @@ from ferlab.training import load_config
 from ferlab.training.optim import OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted([*(ROOT / "configs").glob("*.yaml"), *(ROOT / "configs" / "crop").glob("*.yaml")])
+CONFIGS = sorted([*(ROOT / "configs").glob("*.yaml"), *(ROOT / "configs" / "crop").glob("*.yaml"),
+                  *(ROOT / "configs" / "finetune").glob("*.yaml")])
 
 
 def test_the_classic_studies_ship():
@@ -29,3 +30,12 @@ def test_the_crop_recipes_train_on_crops_with_their_stored_views(tmp_path):
         cfg = load_config(ROOT / "configs" / "crop" / f"{name}.yaml", values={"data.path": "faces/", "out": "run"})
         assert (cfg.data.image_size, cfg.data.crop, cfg.data.tta) == (48, 40, "tencrop")
         assert (cfg.optim.name, cfg.optim.nesterov, cfg.model.kwargs["pool"]) == ("sgd", True, True)
+
+
+def test_the_photo_fine_tune_starts_from_the_bundled_model_it_can_load(tmp_path):
+    from ferlab.models import load_model
+
+    cfg = load_config(ROOT / "configs" / "finetune" / "accurate-photo.yaml", values={"data.path": "faces/", "out": "run"})
+    saved = load_model(cfg.model.init)
+    assert (cfg.model.init, saved.meta.architecture, cfg.data.augment.preset) == ("accurate", cfg.model.name, "photo")
+    assert {k: saved.meta.model_kwargs[k] for k in cfg.model.kwargs} == cfg.model.kwargs

@@ -107,12 +107,16 @@ class ModelConfig:
         pretrained: for timm backbones: ``hub`` (download once into the
             Hugging Face cache) or a local weights file.
         freeze: none, backbone, last:N, first:N or gradual:K (see `ferlab.models.freezing`).
+        init: a saved ferlab model (bundled name, run folder or ``.safetensors``) of this architecture, classes
+            and preprocessing whose weights the run starts from: fine-tuning it on other data or another
+            augmentation instead of training afresh.
     """
 
     name: str = "cnn3_bn"
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None
     freeze: str = "none"
+    init: str | None = None
 
 
 @dataclass

@@ -93,25 +93,47 @@ def _resolve_preprocessing(cfg: TrainConfig) -> Preprocessing:
         raise FerlabError(f"config field {'data.crop' if crop else 'data.image_size'}: {err}") from None
 
 
-def _teacher(cfg: TrainConfig, classes: Sequence[str], prep: Preprocessing) -> nn.Module | None:
-    """The distillation teacher's module, once it predicts the student's classes from the same input.
+def _saved_model(field: str, source: str, classes: Sequence[str], prep: Preprocessing, why: str) -> LoadedModel:
+    """The saved model a config field names, once it predicts the run's classes from the run's input.
 
     Raises:
-        FerlabError: no model at ``distill.teacher``, or one with other classes or preprocessing (named).
+        FerlabError: no model at `source`, or one with other classes or preprocessing (`field` named).
     """
+    try:
+        saved = load_model(source)
+    except FerlabError as err:
+        raise FerlabError(f"config field {field}: {err}") from None
+    if tuple(saved.classes) != tuple(classes):
+        raise FerlabError(f"config field {field}: {source} predicts {list(saved.classes)}, this run "
+                          f"{list(classes)}; {why} needs the same classes, in that order")
+    if saved.meta.preprocessing != prep:
+        raise FerlabError(f"config field {field}: {source} takes {saved.meta.preprocessing}, this run {prep}; "
+                          f"{why} needs the same preprocessing")
+    return saved
+
+
+def _teacher(cfg: TrainConfig, classes: Sequence[str], prep: Preprocessing) -> nn.Module | None:
+    """The distillation teacher's module: it is fed the student's batches."""
     if cfg.distill.teacher is None:
         return None
+    return _saved_model("distill.teacher", cfg.distill.teacher, classes, prep, "a teacher fed the student's batches").module
+
+
+def _warm_start(cfg: TrainConfig, model: nn.Module, classes: Sequence[str], prep: Preprocessing) -> None:
+    """Copy the weights of the saved model `cfg.model.init` into `model`: fine-tuning it rather than starting afresh.
+
+    Raises:
+        FerlabError: the saved model is another architecture, or its classes or preprocessing differ (named).
+    """
+    saved = _saved_model("model.init", cfg.model.init, classes, prep, "starting from its weights")
+    if saved.meta.architecture != cfg.model.name:
+        raise FerlabError(f"config field model.init: {cfg.model.init} is a {saved.meta.architecture}, this run trains "
+                          f"a {cfg.model.name}; set model.name: {saved.meta.architecture} (and its kwargs) to start from it")
     try:
-        teacher = load_model(cfg.distill.teacher)
-    except FerlabError as err:
-        raise FerlabError(f"config field distill.teacher: {err}") from None
-    if tuple(teacher.classes) != tuple(classes):
-        raise FerlabError(f"config field distill.teacher: {cfg.distill.teacher} predicts {list(teacher.classes)}, "
-                          f"the student {list(classes)}; distill from a teacher of the same classes, in that order")
-    if teacher.meta.preprocessing != prep:
-        raise FerlabError(f"config field distill.teacher: {cfg.distill.teacher} takes {teacher.meta.preprocessing}, "
-                          f"the student {prep}; both are fed the same batches, so they need the same preprocessing")
-    return teacher.module
+        model.load_state_dict(saved.module.state_dict())
+    except RuntimeError as err:
+        raise FerlabError(f"config field model.init: the weights of {cfg.model.init} do not fit this run's "
+                          f"{cfg.model.name} (model.kwargs differ?): {err}") from None
 
 
 def _unstarted(run_dir: Path) -> bool:
@@ -378,6 +400,8 @@ def _new_model(cfg: TrainConfig, classes: list[str], prep: Preprocessing) -> tup
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are initialised
     model = build_model(meta)
     check_input(model, cfg.model.name, prep.channels, prep.input_size)
+    if cfg.model.init:
+        _warm_start(cfg, model, classes, prep)
     own_classes = getattr(model, "classes", None)  # an ensemble's members fix its classes
     if own_classes is not None and tuple(own_classes) != tuple(classes):
         raise FerlabError(f"{cfg.model.name} predicts {list(own_classes)} but {cfg.data.path} has {classes}")
