@@ -108,6 +108,7 @@ def test_train_resume_flag_names_a_folder_that_cannot_be_resumed(tmp_path, capsy
     assert "cannot resume" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains a grid and a study: some 4 s
 def test_compare_and_tune_commands(tree, tmp_path, capsys):
     grid = tmp_path / "grid.yaml"
     grid.write_text("grid:\n  optim.name: [adam, sgd]\nseeds: [0]\n")

@@ -35,6 +35,7 @@ def compared(tree, tmp_path_factory):
     return compare(GRID, data=tree, out=out), out
 
 
+@pytest.mark.slow  # the module's trained grid: some 11 s
 def test_results_have_a_row_per_run(compared):
     result, out = compared
     rows = _read(out / "results.csv")
@@ -47,6 +48,7 @@ def test_results_have_a_row_per_run(compared):
     assert [r.run for r in result.rows] == [r["run"] for r in rows]
 
 
+@pytest.mark.slow  # the module's trained grid: some 11 s
 def test_summary_is_mean_and_std_over_seeds_best_first(compared):
     result, out = compared
     rows, summary = _read(out / "results.csv"), _read(out / "summary.csv")
@@ -63,6 +65,7 @@ def test_summary_is_mean_and_std_over_seeds_best_first(compared):
     assert [s.combination.label for s in result.summary] == [line["label"] for line in summary]
 
 
+@pytest.mark.slow  # the module's trained grid: some 11 s
 def test_markdown_table_and_curves(compared):
     result, out = compared
     lines = (out / "summary.md").read_text().splitlines()
@@ -74,6 +77,7 @@ def test_markdown_table_and_curves(compared):
         assert png.format == "PNG" and png.width >= 1000 and png.height >= 800
 
 
+@pytest.mark.slow  # the module's trained grid: some 11 s
 def test_rerun_reuses_runs_and_adds_evaluation(compared, tree, tmp_path, monkeypatch):
     _, first = compared
     out = shutil.copytree(first, tmp_path / "cmp")
@@ -88,6 +92,7 @@ def test_rerun_reuses_runs_and_adds_evaluation(compared, tree, tmp_path, monkeyp
     assert "| test accuracy | test macro-F1 |" in result.table_markdown
 
 
+@pytest.mark.slow  # the module's trained grid: some 11 s
 def test_changed_settings_are_not_silently_reused(compared, tree, tmp_path, monkeypatch):
     _, first = compared
     out = shutil.copytree(first, tmp_path / "cmp")
@@ -107,6 +112,7 @@ def test_interrupted_run_is_refused_and_kept(tree, tmp_path, monkeypatch):
     assert not (tmp_path / "cmp" / "results.csv").exists()
 
 
+@pytest.mark.slow  # the module's trained grid: some 11 s
 def test_failed_run_is_recorded_and_the_grid_goes_on(compared, tree, tmp_path, monkeypatch):
     _, first = compared
     out = shutil.copytree(first, tmp_path / "cmp")

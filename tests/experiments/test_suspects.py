@@ -83,6 +83,7 @@ def continued(tmp_path_factory):
     return data, out, result, calls
 
 
+@pytest.mark.slow  # the module's k-fold run: some 7 s
 def test_continuing_reuses_finished_folds_and_resumes_the_interrupted_one(continued):
     _, out, result, calls = continued
     assert calls == [("fold1", True), ("fold2", False)]
@@ -91,6 +92,7 @@ def test_continuing_reuses_finished_folds_and_resumes_the_interrupted_one(contin
     assert all((out / "folds" / f"fold{i}" / "model.safetensors").is_file() for i in range(FOLDS))
 
 
+@pytest.mark.slow  # the module's k-fold run: some 7 s
 def test_planted_flips_rank_near_the_top(continued):
     _, _, result, _ = continued
     planted = FLIPPED * len(CLASSES)
@@ -102,6 +104,7 @@ def test_planted_flips_rank_near_the_top(continued):
     assert result.accuracy >= 0.8  # out-of-fold, against labels 10% wrong
 
 
+@pytest.mark.slow  # the module's k-fold run: some 7 s
 def test_result_files_agree(continued):
     _, out, result, _ = continued
     summary = json.loads((out / "summary.json").read_text())
@@ -131,6 +134,7 @@ def test_result_files_agree(continued):
     assert (out / "suspects.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # the module's k-fold run: some 7 s
 def test_given_models_are_flagged_in_sample(continued, tmp_path):
     data, out, _, _ = continued
     fold = out / "folds" / "fold0"
@@ -149,6 +153,7 @@ def test_given_models_are_flagged_in_sample(continued, tmp_path):
     assert not (tmp_path / "test" / "suspects.png").exists()
 
 
+@pytest.mark.slow  # the module's k-fold run: some 7 s
 def test_a_model_is_recognised_in_sample_by_its_training_sketch_without_its_config(continued, tmp_path):
     data, out, _, _ = continued
     alone = tmp_path / "model"
@@ -159,6 +164,7 @@ def test_a_model_is_recognised_in_sample_by_its_training_sketch_without_its_conf
     assert find_suspects(data, tmp_path / "test", models=[alone], split="test", gallery=0).in_sample == ()
 
 
+@pytest.mark.slow  # the module's k-fold run: some 7 s
 def test_out_must_be_new_or_the_same_run(continued, tmp_path):
     data, out, _, _ = continued
     with pytest.raises(FerlabError, match="other settings .*training"):
@@ -171,6 +177,7 @@ def test_out_must_be_new_or_the_same_run(continued, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow  # the module's k-fold run: some 7 s
 def test_cli_continues_a_finished_run_and_scores_given_models(continued, tmp_path, capsys):
     data, out, result, _ = continued
     copy = shutil.copytree(out, tmp_path / "copy")

@@ -52,6 +52,7 @@ def study(tree, tmp_path_factory):
     return tune(space, data=tree, out=out, trials=4, epochs=1, overrides=FAST, seed=6), out
 
 
+@pytest.mark.slow  # the module's Optuna study: some 10 s
 def test_study_writes_best_config_trials_and_plots(study):
     result, out = study
     assert {"study.db", "best.yaml", "trials.csv", "optimization_history.png", "param_importances.png",
@@ -68,6 +69,7 @@ def test_study_writes_best_config_trials_and_plots(study):
     assert result.study_name == "space" and result.storage == f"sqlite:///{out.resolve() / 'study.db'}"
 
 
+@pytest.mark.slow  # the module's Optuna study: some 10 s
 def test_best_trial_is_the_best_and_beats_the_worst(study):
     result, out = study
     complete = [t for t in result.trials if t.state == "COMPLETE"]
@@ -79,6 +81,7 @@ def test_best_trial_is_the_best_and_beats_the_worst(study):
         yaml.safe_load(result.best_config_path.read_text())
 
 
+@pytest.mark.slow  # the module's Optuna study: some 10 s
 def test_rerun_resumes_the_study_and_runs_only_missing_trials(study, tree, tmp_path):
     first, out = study
     # Only the database travels: as on another machine, best.yaml then comes from the study itself.
