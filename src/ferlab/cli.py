@@ -286,18 +286,31 @@ def _explain(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from ferlab.models import load_model
-    from ferlab.models.onnx import OnnxModel, check_parity, dataset_pixels, export_onnx, generated_pixels
+    from ferlab.models.onnx import (
+        OnnxModel,
+        check_parity,
+        dataset_pixels,
+        export_onnx,
+        generated_pixels,
+        load_classifier,
+        quantize_export,
+    )
 
-    model = load_model(args.model)
-    prep = model.meta.preprocessing
+    source = load_classifier(args.model)
+    is_export = isinstance(source, OnnxModel)
+    if is_export and not args.int8:
+        raise FerlabError(f"{args.model} is an ONNX export already; pass --int8 to write an int8 copy of it")
+    prep = source.meta.preprocessing
     real = dataset_pixels(args.calibration, prep) if args.calibration else None
-    path = export_onnx(model, args.out, int8=args.int8, calibration=real, force=args.force)
+    if is_export:
+        path = quantize_export(args.model, args.out, calibration=real, force=args.force)
+    else:
+        path = export_onnx(source, args.out, int8=args.int8, calibration=real, force=args.force)
     sample = real if real is not None else generated_pixels(prep, seed=1)
-    parity = check_parity(model, OnnxModel.load(path), sample)
+    parity = check_parity(source, OnnxModel.load(path), sample)
     images = "--calibration" if real is not None else "generated"
     print(f"{'int8' if args.int8 else 'fp32'} ONNX model written to {path} ({path.stat().st_size / 1e6:.2f} MB); "
-          f"parity with PyTorch on {images} images: {parity}")
+          f"parity with {'the fp32 export' if is_export else 'PyTorch'} on {images} images: {parity}")
     if parity.top1_changed > MAX_EXPORT_DISAGREEMENT:
         log.warning("the export changes the top answer on %.2f%% of the %s images (more than %.0f%%)%s; compare it on "
                     "real faces with `ferlab evaluate --model %s`, or export without --int8",
@@ -505,7 +518,9 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     suspects.add_argument("--epochs", type=int, help="epochs per fold (default: the config's, else 10)")
     suspects.add_argument("--config", help="training YAML (see configs/)")
     suspects.add_argument("--split", default="train", help="split to check (an unsplit dataset is checked whole)")
-    suspects.add_argument("--models", nargs="+", metavar="RUN", help="score with these trained models instead of training folds")
+    suspects.add_argument("--models", nargs="+", metavar="MODEL",
+                          help="score with these trained models (run folders, model files, exported .onnx, bundled "
+                               "names) instead of training folds")
     suspects.add_argument("--gallery", type=int, default=64, help="suspects shown in suspects.png (0: none)")
     suspects.add_argument("--seed", type=int, help="folds and training seed (default: the config's, else 0)")
     suspects.set_defaults(run=_data_suspects)
@@ -634,7 +649,9 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
         epilog="example (training calibrates on its val split already; this recalibrates, or calibrates older models):\n"
                "  ferlab calibrate --model runs/cnn3 --data rafdb/ --split val",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    calibrate.add_argument("--model", required=True, help="run folder or model .safetensors (its model.json is updated)")
+    calibrate.add_argument("--model", required=True,
+                           help="run folder or model .safetensors (its model.json is updated), or an exported .onnx "
+                                "(its embedded metadata is)")
     calibrate.add_argument("--data", required=True, help="class-folder tree, .zip or FER2013 .csv")
     calibrate.add_argument("--split", default="val", help="split to fit on (default val); not the test split you report")
     calibrate.add_argument("--out", help="folder for calibration.json and reliability.png (default MODEL_DIR/calibration)")
@@ -753,9 +770,11 @@ def _add_model_commands(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser(
         "export", help="write a model as one ONNX file (preprocessing and labels inside) for ONNX Runtime",
         epilog="examples:\n  ferlab export --model runs/cnn3 --out cnn3.onnx\n"
-               "  ferlab export --model runs/cnn3 --out cnn3-int8.onnx --int8 --calibration fer2013-train-val.zip",
+               "  ferlab export --model runs/cnn3 --out cnn3-int8.onnx --int8 --calibration fer2013-train-val.zip\n"
+               "  ferlab export --model cnn3.onnx --out cnn3-int8.onnx --int8 --calibration faces/   # from an export",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    export.add_argument("--model", required=True, help="run folder or model .safetensors")
+    export.add_argument("--model", required=True,
+                        help="run folder, model .safetensors, bundled name, or an fp32 .onnx export (with --int8)")
     export.add_argument("--out", required=True, help="the .onnx file to write (an earlier export there is replaced)")
     export.add_argument("--force", action="store_true", help="replace --out even if it is not a ferlab ONNX export")
     export.add_argument("--format", choices=("onnx",), default="onnx", help="export format (only onnx so far)")

@@ -2,17 +2,20 @@
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from ferlab.cli import main
 from ferlab.data import ImageDataset, open_dataset
 from ferlab.errors import FerlabError
 from ferlab.evaluation.calibration import calibrate
 from ferlab.models import load_model
 from ferlab.models.calibration import fit_temperature
+from ferlab.models.onnx import OnnxModel
 from tests.synthetic import write_tree
 
 
@@ -86,3 +89,16 @@ def test_calibrate_keeps_the_stored_temperature_unless_the_fit_lowers_nll(old_mo
     assert (report["nll"]["after"] < report["nll"]["before"]) is kept
     assert load_model(old_model).meta.temperature == report["temperature"]
     assert json.loads((old_model / "calibration.json").read_text()) == report  # beside model.json, not stale
+
+
+def test_calibrate_stores_the_temperature_inside_an_onnx_export(old_model, trained_run, tree, tmp_path, capsys):
+    """The export's embedded metadata gets the temperature its run would get, and nothing else changes."""
+    export = shutil.copyfile(trained_run / "model.onnx", tmp_path / "cnn3.onnx")
+    before = OnnxModel.load(export).meta
+    assert main(["calibrate", "--model", str(export), "--data", str(tree), "--split", "test"]) == 0
+    assert f"stored in {export}" in capsys.readouterr().out
+    report = json.loads((tmp_path / "cnn3-calibration" / "calibration.json").read_text())
+    assert report["model"] == str(export) and report["temperature_before"] == before.temperature
+    assert OnnxModel.load(export).meta == replace(before, temperature=report["temperature"])
+    run = calibrate(old_model, tree, split="test", out=tmp_path / "run")
+    assert report["temperature_fitted"] == pytest.approx(run.calibration.temperature_fitted, rel=1e-4)

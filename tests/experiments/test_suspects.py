@@ -193,3 +193,15 @@ def test_cli_continues_a_finished_run_and_scores_given_models(continued, tmp_pat
     assert "in-sample" in capsys.readouterr().out
     assert main(["data", "suspects", str(data), "--out", str(tmp_path / "bad"), "--folds", "1"]) == 2
     assert "folds must be at least 2" in capsys.readouterr().err
+
+
+def test_an_exported_onnx_model_scores_suspects_as_its_run_does(trained_run, tree, tmp_path):
+    """A given model may be an export: its run's probabilities, and recognised in-sample by its training sketch."""
+    export = shutil.copyfile(trained_run / "model.onnx", tmp_path / "cnn3.onnx")
+    from_run = find_suspects(tree, tmp_path / "run", models=[trained_run], gallery=0)
+    from_export = find_suspects(tree, tmp_path / "export", models=[export], gallery=0)
+    assert from_run.in_sample == (str(trained_run),) and from_export.in_sample == (str(export),)
+    rows = {name: read_csv(tmp_path / name / "oof_probabilities.csv") for name in ("run", "export")}
+    assert [r["source"] for r in rows["export"]] == [r["source"] for r in rows["run"]]
+    probs = {name: [[float(r[c]) for c in CLASSES] for r in table] for name, table in rows.items()}
+    np.testing.assert_allclose(probs["export"], probs["run"], atol=1e-5)

@@ -210,8 +210,7 @@ def test_stacking_trains_end_to_end_with_the_usual_loop(ens, trained_run, tree, 
     assert member == json.loads((trained_run / "model.json").read_text())  # metadata, not a path
     saved, original = load_file(str(run / "model.safetensors")), load_file(str(trained_run / "model.safetensors"))
     assert all(torch.equal(saved[f"members.0.{k}"], v) for k, v in original.items())  # the member stayed frozen
-    metrics = evaluate(run, tree, tmp_path / "eval")
-    assert metrics["accuracy"] >= 0.8  # chance is 1/3
+    assert evaluate(run, tree, tmp_path / "eval").accuracy >= 0.8  # chance is 1/3
 
 
 def test_errors_name_the_problem(ens, trained_run, tmp_path):

@@ -145,6 +145,40 @@ def test_cli_warns_when_an_export_changes_more_than_one_answer_in_a_hundred(trai
     assert "pass --calibration DATA" in err and f"ferlab evaluate --model {tmp_path / 'int8.onnx'}" in err
 
 
+def test_an_fp32_export_quantises_as_its_run_does_and_other_exports_are_refused(trained_run, tmp_path, capsys):
+    fp32 = trained_run / "model.onnx"
+    out = tmp_path / "int8.onnx"
+    assert main(["export", "--model", str(fp32), "--out", str(out), "--int8"]) == 0
+    assert "int8 ONNX model written to" in (printed := capsys.readouterr().out)
+    assert "parity with the fp32 export on generated images" in printed
+    direct = export_onnx(trained_run, tmp_path / "direct.onnx", int8=True)
+    pixels = _synthetic_pixels()
+    np.testing.assert_allclose(OnnxModel.load(out).predict_proba(pixels), OnnxModel.load(direct).predict_proba(pixels),
+                               atol=1e-6)
+    assert OnnxModel.load(out).meta == OnnxModel.load(fp32).meta
+    refused = {
+        "copy.onnx": (["--model", str(fp32)], "is an ONNX export already; pass --int8"),
+        "twice.onnx": (["--model", str(out), "--int8"], "is quantised already (DequantizeLinear, QuantizeLinear nodes)"),
+    }
+    for name, (argv, message) in refused.items():
+        assert main(["export", *argv, "--out", str(tmp_path / name)]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / name).exists()
+    assert main(["export", "--model", str(out), "--out", str(out), "--int8"]) == 2
+    assert "is the export being quantised" in capsys.readouterr().err
+
+
+def test_commands_that_need_pytorch_weights_name_the_export_they_were_given(trained_run, tree, tmp_path, capsys):
+    export = str(trained_run / "model.onnx")
+    face = str(next((tree / "test").rglob("*.png")))
+    for argv in (["explain", "--model", export, face, "--out", str(tmp_path / "x")],
+                 ["ensemble", str(trained_run), export, "--out", str(tmp_path / "e")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{export} is an ONNX export, which holds no PyTorch weights" in err, argv
+        assert "the run folder or model .safetensors it was exported from" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "e").exists()
+
+
 def test_missing_model_errors_cleanly(tmp_path, capsys):
     with pytest.raises(FerlabError, match="no model at"):
         export_onnx(tmp_path / "nowhere", tmp_path / "m.onnx")

@@ -34,7 +34,8 @@ from ferlab.errors import FerlabError
 from ferlab.evaluation.evaluate import choose_split
 from ferlab.evaluation.galleries import gallery_images
 from ferlab.evaluation.plots import plot_gallery
-from ferlab.models import LoadedModel, load_model
+from ferlab.models.backend import ModelBackend
+from ferlab.models.onnx import load_classifier
 from ferlab.rundir import RunDir
 
 __all__ = ["Scores", "Suspect", "SuspectsResult", "check_out", "examined_samples", "given_model_scores",
@@ -131,7 +132,7 @@ def check_out(out: Path, settings: dict[str, Any]) -> None:
     log.info("continuing the earlier run in %s", out)
 
 
-def predict_scores(models: Sequence[LoadedModel], table: SampleTable, classes: Sequence[str]) -> Scores:
+def predict_scores(models: Sequence[ModelBackend], table: SampleTable, classes: Sequence[str]) -> Scores:
     """The models' mean probabilities over `classes` (renormalised when a model has more) for `table`'s readable samples."""
     datasets: dict[Preprocessing, ImageDataset] = {}
     probs = []
@@ -146,7 +147,7 @@ def predict_scores(models: Sequence[LoadedModel], table: SampleTable, classes: S
     return Scores(first.samples, first.pixels, np.mean(probs, axis=0), first.skipped)
 
 
-def _trained_on(model: str | Path, loaded: LoadedModel, data: Path, table: SampleTable, scores: Scores) -> bool:
+def _trained_on(model: str | Path, loaded: ModelBackend, data: Path, table: SampleTable, scores: Scores) -> bool:
     """Whether `model` trained on these images: by the sketch of its training images where it has one
     (bundled models, runs of this version), else by the data its run's config.yaml names."""
     sketch = loaded.meta.training_data
@@ -173,7 +174,7 @@ def _trained_on(model: str | Path, loaded: LoadedModel, data: Path, table: Sampl
 
 def given_model_scores(table: SampleTable, models: Sequence[str | Path], data: Path) -> tuple[Scores, list[str], list[str]]:
     """The given models' probabilities, the classes scored, and the models that trained on these images."""
-    loaded = [load_model(m) for m in models]
+    loaded = [load_classifier(m) for m in models]
     for path, model in zip(models, loaded):
         if set(model.classes) != set(loaded[0].classes):
             raise FerlabError(f"{path} predicts {list(model.classes)} but {models[0]} predicts {list(loaded[0].classes)}")

@@ -20,7 +20,14 @@ META_NAME = "model.json"
 
 
 def model_files(path: Path) -> tuple[Path, Path]:
-    """The weights and metadata files of a run folder, a ``.safetensors`` file or a ``.json`` file."""
+    """The weights and metadata files of a run folder, a ``.safetensors`` file or a ``.json`` file.
+
+    Raises:
+        FerlabError: `path` is an ONNX export, which has neither (what takes one loads it with `load_classifier`).
+    """
+    if path.suffix.lower() == ".onnx":
+        raise FerlabError(f"{path} is an ONNX export, which holds no PyTorch weights; this needs the run folder or "
+                          "model .safetensors it was exported from")
     if path.is_dir():
         return path / WEIGHTS_NAME, path / META_NAME
     if path.suffix == ".json":

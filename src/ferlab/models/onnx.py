@@ -51,6 +51,7 @@ __all__ = [
     "export_onnx",
     "generated_pixels",
     "load_classifier",
+    "quantize_export",
     "stored_onnx",
     "update_onnx_meta",
     "write_model_onnx",
@@ -203,24 +204,65 @@ def export_onnx(
         FerlabError: no model at `model`, a model the exporter cannot trace, calibration pixels of the wrong
             shape, or a `path` that is a folder or (without `force`) a file that is no ferlab export.
     """
-    import onnx
-
     path = Path(path).expanduser()
     _check_out(path, force)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    meta = loaded.meta
-    if int8 and calibration is not None:
-        check_pixels(calibration, meta.preprocessing, "calibration pixels")
-    proto = _to_proto(loaded, opset)
+    pixels = _calibration_pixels(calibration, loaded.meta.preprocessing) if int8 else None
+    _write_export(_to_proto(loaded, opset), path, loaded.meta, int8_pixels=pixels)
+    return path
+
+
+def quantize_export(
+    source: str | Path, path: str | Path, *, calibration: torch.Tensor | None = None, force: bool = False
+) -> Path:
+    """Write an int8 copy of the fp32 export `source` (quantised as `export_onnx` with ``int8=True`` does); returns `path`.
+
+    For an export whose PyTorch model is not at hand: the graph is quantised as it is, its metadata kept.
+
+    Raises:
+        FerlabError: `source` is no ferlab export or is quantised already, `path` is `source`, or `path`
+            is refused as in `export_onnx`.
+    """
+    import onnx
+
+    source, path = Path(source).expanduser(), Path(path).expanduser()
+    meta = OnnxModel.load(source).meta
+    if path.resolve() == source.resolve():
+        raise FerlabError(f"--out {path} is the export being quantised; write the int8 copy to another file")
+    _check_out(path, force)
+    proto = onnx.load(source)
+    quantised = sorted({node.op_type for node in proto.graph.node} & QUANTISED_OPS)
+    if quantised:
+        raise FerlabError(f"{source} is quantised already ({', '.join(quantised)} nodes); quantise its fp32 export "
+                          "or its run folder")
+    _write_export(proto, path, meta, int8_pixels=_calibration_pixels(calibration, meta.preprocessing))
+    return path
+
+
+#: Operators that only a quantised graph holds.
+QUANTISED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                           "MatMulInteger"})
+
+
+def _calibration_pixels(calibration: torch.Tensor | None, prep: Preprocessing) -> torch.Tensor:
+    """The pixels that calibrate int8 activations: `calibration` checked, or generated ones."""
+    if calibration is None:
+        return generated_pixels(prep)
+    check_pixels(calibration, prep, "calibration pixels")
+    return calibration
+
+
+def _write_export(proto: onnx.ModelProto, path: Path, meta: ModelMeta, int8_pixels: torch.Tensor | None) -> None:
+    """`proto`, quantised on `int8_pixels` when given, with `meta` inside, checked and written atomically to `path`."""
+    import onnx
+
     with atomic_path(path) as tmp:
-        if int8:
-            _quantize(proto, tmp, generated_pixels(meta.preprocessing) if calibration is None else calibration,
-                      meta.preprocessing.input_size)
+        if int8_pixels is not None:
+            _quantize(proto, tmp, int8_pixels, meta.preprocessing.input_size)
             proto = onnx.load(tmp)
         onnx.helper.set_model_props(proto, {META_KEY: json.dumps(meta.to_dict())})
         onnx.checker.check_model(proto, full_check=True)
         onnx.save_model(proto, tmp)
-    return path
 
 
 def write_model_onnx(model: LoadedModel, directory: str | Path) -> Path | None:
@@ -248,20 +290,20 @@ def update_onnx_meta(path: Path, meta: ModelMeta) -> None:
 
 @dataclass(frozen=True)
 class Parity:
-    """How far an ONNX model's probabilities are from PyTorch's on the same images."""
+    """How far an export's probabilities are from its source's (the PyTorch model, or the fp32 export) on the same images."""
 
     samples: int
     max_abs_diff: float  # largest probability difference
     top1_changed: float  # share of images whose predicted class differs
 
     def __str__(self) -> str:
-        return (f"max |p_torch - p_onnx| {self.max_abs_diff:.2e}, top-1 changed on "
+        return (f"max |p_source - p_export| {self.max_abs_diff:.2e}, top-1 changed on "
                 f"{self.top1_changed:.2%} of {self.samples} images")
 
 
-def check_parity(torch_model: LoadedModel, onnx_model: OnnxModel, pixels: torch.Tensor) -> Parity:
+def check_parity(source: ModelBackend, onnx_model: OnnxModel, pixels: torch.Tensor) -> Parity:
     """Compare both models' calibrated probabilities on uint8 `pixels` (N, C, R, R), each with its own test-time views."""
-    expected = torch_model.predict_proba(pixels)
+    expected = source.predict_proba(pixels)
     got = onnx_model.predict_proba(pixels)
     changed = float(np.mean(expected.argmax(1) != got.argmax(1))) if len(pixels) else 0.0
     return Parity(len(pixels), float(np.abs(expected - got).max(initial=0.0)), changed)
