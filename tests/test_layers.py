@@ -87,7 +87,8 @@ def test_the_deprecated_aliases_are_still_there_and_nothing_else_is_excused():
 def test_the_torch_free_modules_never_import_torch():
     """What `pip install ferlab` runs: the inference path (ONNX Runtime) and what it reads."""
     light = ["ferlab/models/backend.py", "ferlab/models/onnx_runtime.py", "ferlab/models/meta.py",
-             "ferlab/models/files.py", "ferlab/models/bundled/__init__.py", "ferlab/data/transforms.py",
+             "ferlab/models/files.py", "ferlab/models/catalog.py", "ferlab/models/bundled/__init__.py",
+             "ferlab/data/transforms.py",
              "ferlab/data/inputs.py", "ferlab/inference/recognizer.py", "ferlab/inference/faces.py",
              "ferlab/inference/detect.py", "ferlab/inference/files.py", "ferlab/inference/results.py"]
     for name in light:

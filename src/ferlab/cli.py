@@ -225,17 +225,19 @@ def _calibrate(args: argparse.Namespace) -> None:
 
 
 def _models(args: argparse.Namespace) -> None:
-    from ferlab.models import create_model, model_entry
-    from ferlab.models.summary import layer_table, summarize_models
+    from ferlab.models.catalog import read_catalog
 
     if not any(c in args.pattern for c in "*?["):  # a name: unknown ones get close matches
+        from ferlab.models import create_model, model_entry
+        from ferlab.models.summary import layer_table
+
         entry = model_entry(args.pattern)
         prep = entry.preprocessing
         print(f"{entry.name}: {entry.description}\ndefault input {prep.input_size}x{prep.input_size}x{prep.channels}, "
               f"mean {prep.mean}, std {prep.std}; 7 classes\n")
         print(layer_table(create_model(entry.name, num_classes=7)))
         return
-    summaries = summarize_models(args.pattern)
+    summaries = read_catalog(args.pattern)  # the shipped listing: no torch or timm to import
     if not summaries:
         raise FerlabError(f"no registered model matches {args.pattern!r}; `ferlab models` lists them all")
     print(f"{'model':16s} {'params':>12s}  {'input':>9s}  description")

@@ -97,3 +97,14 @@ def test_a_command_that_needs_an_extra_names_it():
     """)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "from the train extra, which is not installed: pip install 'ferlab[train]'" in done.stderr
+
+
+def test_cli_models_lists_the_architectures_and_bundled_models_on_the_core_install():
+    """`ferlab models` reads the shipped catalog: the full listing with parameter counts, and no torch to import."""
+    done = run_core("""
+        from ferlab.cli import main
+        sys.exit(main(["models"]))
+    """)
+    assert done.returncode == 0, done.stderr
+    assert "cnn3_bn             1,274,823   48x48 x1" in done.stdout and "resnet50           23,522,375  224x224x3" in done.stdout
+    assert "fast: real-time CNN for CPUs" in done.stdout

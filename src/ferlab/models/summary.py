@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from ferlab.errors import FerlabError
+from ferlab.models.catalog import ModelSummary
 from ferlab.models.registry import count_parameters, create_model, list_models, model_entry
 
 __all__ = ["ModelSummary", "layer_table", "summarize_models"]
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    """A registered model at its default input, with 7 classes (FER2013's)."""
-
-    name: str
-    params: int | None  # None when the model cannot be built alone (an ensemble needs members)
-    input_size: int
-    channels: int
-    description: str
 
 
 def summarize_models(pattern: str = "*", num_classes: int = 7) -> list[ModelSummary]:
