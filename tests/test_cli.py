@@ -3,6 +3,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from ferlab import __version__
@@ -277,14 +278,19 @@ def on_a_terminal(args):
     return done.returncode, shown.decode(errors="replace")
 
 
-@pytest.mark.parametrize("command", ["predict", pytest.param("evaluate", marks=pytest.mark.slow), "scan"])
+@pytest.mark.parametrize("command", ["predict", pytest.param("evaluate", marks=pytest.mark.slow), "scan", "video"])
 def test_long_commands_show_a_progress_bar_on_a_terminal_only(command, tree, tmp_path):
     """Item 9 of the newcomer's list: a tqdm bar on a terminal, nothing of it when stderr is a pipe or file."""
+    from tests.inference.test_video import SIZE, write_video
+
+    clip = write_video(tmp_path / "clip.mp4", [np.full((SIZE[1], SIZE[0], 3), 10 * i, np.uint8) for i in range(20)])
+
     def args(out):
         return {
             "predict": ["predict", str(tree), "--detector", "none", "--out", str(out)],
             "evaluate": ["evaluate", "--data", str(tree), "--out", str(out)],
             "scan": ["data", "scan", str(tree), "--out", str(out)],
+            "video": ["video", str(clip), "--detector", "none", "--out", str(out)],
         }[command]
 
     code, shown = on_a_terminal(args(tmp_path / "terminal"))
