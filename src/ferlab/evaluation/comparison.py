@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ferlab._io import write_csv, write_json, write_text
+from ferlab._markdown import markdown_table
 from ferlab.errors import FerlabError
 from ferlab.evaluation.evaluate import Evaluation, evaluate_model, write_evaluation
 from ferlab.evaluation.significance import mcnemar
@@ -60,14 +61,14 @@ def _number(value: Any) -> str:
 
 def _markdown(rows: list[dict[str, Any]], pairs: list[dict[str, Any]], data: str, split: str) -> str:
     columns = {**TABLE_METRICS, **({"detection_rate": "faces found"} if "detection_rate" in rows[0] else {})}
-    lines = [f"Models on {data} ({split} split)\n", "| model | images | " + " | ".join(columns.values()) + " |",
-             "|---|---:|" + "---:|" * len(columns)]
-    lines += [f"| {r['model']} | {r['samples']} | " + " | ".join(_number(r[k]) for k in columns) + " |" for r in rows]
+    lines = [f"Models on {data} ({split} split)\n"]
+    lines += markdown_table(["model", "images", *columns.values()],
+                            ([r["model"], r["samples"], *(_number(r[k]) for k in columns)] for r in rows))
     if pairs:
-        lines += ["", "McNemar tests (paired, on the images both models saw)\n",
-                  "| model A | model B | images | only A right | only B right | p-value | test |", "|---|---|---:|---:|---:|---:|---|"]
-        lines += [f"| {p['a']} | {p['b']} | {p['images']} | {p['only_a']} | {p['only_b']} | {p['p_value']:.3g} | {p['method']} |"
-                  for p in pairs]
+        lines += ["", "McNemar tests (paired, on the images both models saw)\n"]
+        lines += markdown_table(["model A", "model B", "images", "only A right", "only B right", "p-value", "test"],
+                                ([p["a"], p["b"], p["images"], p["only_a"], p["only_b"], f"{p['p_value']:.3g}",
+                                  p["method"]] for p in pairs), align="llrrrrl")
     return "\n".join(lines) + "\n"
 
 

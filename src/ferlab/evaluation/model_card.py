@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ferlab._io import write_json, write_text
+from ferlab._markdown import markdown_table
 
 __all__ = ["FER2013_LIMITS", "FER2013_TERMS", "ModelCard", "model_card", "photo_row", "write_model_card"]
 
@@ -104,11 +105,11 @@ def _photo_lines(card: ModelCard) -> list[str]:
     """The photo pipeline's table and the framing behind it."""
     if not card.photos:
         return []
-    lines = ["## On photos (detect, cut the face with the stored framing, classify)", "",
-             "| data | detector | photos | faces found | accuracy | accuracy of faces found | macro-F1 |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['data']} | {r['detector']} | {r['photos']} | {r['detection_rate']:.1%} | {r['accuracy']:.4f} | "
-              f"{r['accuracy_of_detected']:.4f} | {r['macro_f1']:.4f} |" for r in card.photos]
+    lines = ["## On photos (detect, cut the face with the stored framing, classify)", ""]
+    lines += markdown_table(
+        ["data", "detector", "photos", "faces found", "accuracy", "accuracy of faces found", "macro-F1"],
+        ([r["data"], r["detector"], r["photos"], f"{r['detection_rate']:.1%}", f"{r['accuracy']:.4f}",
+          f"{r['accuracy_of_detected']:.4f}", f"{r['macro_f1']:.4f}"] for r in card.photos), align="llrrrrr")
     lines += ["", "A photo in which no face is found counts as an error in `accuracy`. Reproduce with "
               "`ferlab evaluate --model NAME --data PHOTOS --split all --detector yunet|haar`.", ""]
     lines += [f"- framing for {d}: crop side {1 + f['margin']:.3f} x the box {f['scale_by']}, centre offset "
@@ -126,13 +127,13 @@ def _markdown(card: ModelCard) -> str:
              f"- test-time augmentation: `{card.tta}` (stored in model.json; evaluate, predict, serve and ONNX use it)",
              f"- temperature (probability calibration): {card.temperature:.3f}", "",
              "## Recipe", "", *[f"- {step}" for step in card.recipe], "",
-             "## Accuracy", "", "| metric | value |", "|---|---:|",
-             *[f"| {_HEADLINE[k]} | {v:.4f} |" for k, v in card.metrics.items()], "",
-             "Recall per class:", "", "| " + " | ".join(card.classes) + " |", "|" + "---:|" * len(card.classes),
-             "| " + " | ".join(f"{card.per_class_recall[c]:.3f}" for c in card.classes) + " |", "",
+             "## Accuracy", "",
+             *markdown_table(["metric", "value"], ([_HEADLINE[k], f"{v:.4f}"] for k, v in card.metrics.items())), "",
+             "Recall per class:", "",
+             *markdown_table(card.classes, [[f"{card.per_class_recall[c]:.3f}" for c in card.classes]],
+                             align="r" * len(card.classes)), "",
              "Confusion matrix (rows: true class, columns: predicted):", "",
-             "| | " + " | ".join(card.classes) + " |", "|---|" + "---:|" * len(card.classes),
-             *[f"| **{c}** | " + " | ".join(map(str, row)) + " |" for c, row in zip(card.classes, card.confusion_matrix)],
+             *markdown_table(["", *card.classes], ([f"**{c}**", *row] for c, row in zip(card.classes, card.confusion_matrix))),
              ""]
     lines += _photo_lines(card)
     if card.speed:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ferlab import __version__
 from ferlab._io import write_text
+from ferlab._markdown import markdown_table
 from ferlab.errors import FerlabError
 from ferlab.evaluation.comparison import TABLE_METRICS
 from ferlab.evaluation.curves import plot_run_curves
@@ -98,8 +99,7 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    return "\n".join(markdown_table(header, rows))
 
 
 def _data_uri(path: Path) -> str:

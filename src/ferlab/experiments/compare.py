@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ferlab._io import write_csv, write_text
+from ferlab._markdown import markdown_table
 from ferlab.data import open_dataset
 from ferlab.errors import FerlabError
 from ferlab.evaluation import choose_split, evaluate
@@ -465,7 +466,7 @@ def _markdown(summary: Sequence[SummaryRow], axes: Sequence[GridAxis], eval_spli
     if eval_split:
         header += [f"{eval_split} accuracy", f"{eval_split} macro-F1"]
     header += ["epochs", "time/run", "params", "seeds"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for s in summary:
         cells = [s.combination.choices[axis.name] for axis in axes] + [_percent(s.val_acc_mean, s.val_acc_std)]
         if eval_split:
@@ -476,8 +477,8 @@ def _markdown(summary: Sequence[SummaryRow], axes: Sequence[GridAxis], eval_spli
             _count(s.parameters),
             f"{s.seeds}" + (f" ({s.failed} failed)" if s.failed else ""),
         ]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return "\n".join(markdown_table(header, rows, align="l" * len(header))) + "\n"
 
 
 def compare(
