@@ -445,7 +445,13 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="scan, clean, describe, split, preview and find mislabelled images",
                                epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     tools = data.add_subparsers(dest="data_command", required=True, metavar="TOOL")
+    _add_cleaning_tools(tools)
+    _add_dataset_tools(tools)
+    _add_inspection_tools(tools)
 
+
+def _add_cleaning_tools(tools: argparse._SubParsersAction) -> None:
+    """`data scan`, `clean` and `restore`: find bad files, move them aside, put them back."""
     scan = tools.add_parser("scan", help="find unreadable, odd, tiny and duplicate images, and leakage between splits")
     scan.add_argument("path", help="class-folder tree or .zip of one")
     scan.add_argument("--out", required=True, help="folder for scan.json and scan.txt")
@@ -467,6 +473,9 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     restore.add_argument("quarantine", help="quarantine folder written by clean")
     restore.set_defaults(run=_data_restore)
 
+
+def _add_dataset_tools(tools: argparse._SubParsersAction) -> None:
+    """`data stats`, `split` and `preview`: describe a dataset, write splits of it, see its augmentation."""
     stats = tools.add_parser("stats", help="class counts per split, imbalance, a bar chart and sample images")
     stats.add_argument("path")
     stats.add_argument("--out", required=True, help="output folder")
@@ -498,6 +507,9 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     preview.add_argument("--seed", type=int, default=0)
     preview.set_defaults(run=_data_preview)
 
+
+def _add_inspection_tools(tools: argparse._SubParsersAction) -> None:
+    """`data framing` and `suspects`: how the crops frame faces, and which labels look wrong."""
     framing = tools.add_parser(
         "framing", help="measure how a dataset's crops frame faces (the face detector run over them), for data.framing")
     framing.add_argument("path", help="dataset of face crops")
