@@ -229,9 +229,7 @@ def test_browser_upload_shows_the_annotated_photo_and_chart(served, crop, tmp_pa
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "img[src*='/file=']")) >= 2)
         chart = wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "img[src*='/file='], img[src^='data:']")) >= 3)
         wait.until(lambda d: '"happy"' in d.find_element(By.TAG_NAME, "body").text)  # the JSON
-        shot = Path(os.environ.get("FERLAB_TEST_ARTIFACTS", tmp_path)) / "serve-image-tab.png"
-        shot.parent.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(shot))
+        shot = screenshot(driver, "serve-image-tab.png", tmp_path)
     finally:
         driver.quit()
     assert chart and Image.open(shot).size[0] > 0
