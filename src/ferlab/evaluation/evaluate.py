@@ -125,6 +125,24 @@ def _photo_metrics(decoder: FaceDecoder, table: SampleTable, correct: np.ndarray
     }
 
 
+def _face_decoder(loaded: ModelBackend, table: SampleTable, detector: str | Detector,
+                  detector_path: str | Path | None, margin: float | None) -> FaceDecoder | None:
+    """What cuts the faces out of photos with the model's framing; None where the images are crops (warned if they
+    look like whole photos).
+
+    Raises:
+        FerlabError: a margin without a detector, or a detector that cannot be made.
+    """
+    found = create_detector(detector, model_path=detector_path) if isinstance(detector, str) else detector
+    if found.name != "none":
+        framing = loaded.meta.framing_for(found.name)
+        return FaceDecoder(found, framing if margin is None else replace(framing, margin=margin))
+    if margin is not None:
+        raise FerlabError("a margin applies to faces found by a detector; choose detector yunet or haar")
+    warn_if_whole_photos(table, loaded.meta.preprocessing.input_size)
+    return None
+
+
 def evaluate_model(
     model: str | Path | ModelBackend,
     data: str | Path,
@@ -160,15 +178,7 @@ def evaluate_model(
     table, left_out = shared_classes(table, loaded.classes)
     if not len(table):
         raise FerlabError(f"{data} has no images of the model's classes {list(loaded.classes)} (only {list(left_out)})")
-    found = create_detector(detector, model_path=detector_path) if isinstance(detector, str) else detector
-    decoder = None
-    if found.name == "none":
-        if margin is not None:
-            raise FerlabError("a margin applies to faces found by a detector; choose detector yunet or haar")
-        warn_if_whole_photos(table, loaded.meta.preprocessing.input_size)
-    else:
-        framing = loaded.meta.framing_for(found.name)
-        decoder = FaceDecoder(found, framing if margin is None else replace(framing, margin=margin))
+    decoder = _face_decoder(loaded, table, detector, detector_path, margin)
     dataset = ImageDataset(table, loaded.classes, loaded.meta.preprocessing, decode=decoder)
     logits = loaded.predict_logits(dataset.pixels, tta=tta)
     probs = softmax(logits / loaded.meta.temperature, axis=1)

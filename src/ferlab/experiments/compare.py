@@ -517,27 +517,10 @@ def compare(
     if spec.evaluate is not None:
         _check_eval_split(str(data), spec.evaluate)
 
-    columns = ["run", "label", *spec.keys, "seed", "status", "reused", "best_val_acc", "best_epoch", "epochs_run",
-               "seconds", "parameters", *(["eval_split", "eval_accuracy", "eval_macro_f1"] if spec.evaluate else []), "error"]
-    rows: list[RunRow] = []
-    for i, run in enumerate(runs, 1):
-        log.info("compare: run %d of %d", i, len(runs))
-        rows.append(_run_one(run, spec.evaluate))
-        # Rewritten after every run, so an interrupted comparison still shows what finished.
-        write_csv(out / "results.csv", [{c: _cell(r.to_dict().get(c)) for c in columns} for r in rows], columns)
-
+    rows = _run_all(runs, spec, out)
     combos = spec.combinations()
     summary = _summarise(rows, combos)
-    eval_columns = ["eval_accuracy_mean", "eval_accuracy_std", "eval_macro_f1_mean", "eval_macro_f1_std"]
-    summary_columns = ["label", *spec.keys, "seeds", "failed", "val_acc_mean", "val_acc_std",
-                       *(eval_columns if spec.evaluate else []), "epochs_mean", "seconds_mean", "parameters"]
-    write_csv(out / "summary.csv", [{c: _cell(s.to_dict().get(c)) for c in summary_columns} for s in summary], summary_columns)
-    # Headed by the split actually evaluated (auto becomes test or val), e.g. "test accuracy".
-    eval_split = "+".join(sorted({r.eval_split for r in rows if r.eval_split})) or spec.evaluate
-    eval_split = "eval" if eval_split == "auto" else eval_split
-    table = _markdown(summary, spec.axes, eval_split)
-    write_text(out / "summary.md", table)
-
+    table = _write_summary(summary, rows, spec, out)
     trained = {row.run for row in rows if row.best_val_acc is not None}
     finished = {c.label: [r.run_dir for r in runs if r.combination.slug == c.slug and r.run_dir.name in trained]
                 for c in combos}
@@ -548,3 +531,29 @@ def compare(
     failed = sum(r.status == "failed" for r in rows)
     log.info("compared %d combinations in %d runs (%d failed); table in %s", len(combos), len(rows), failed, out / "summary.md")
     return CompareResult(tuple(rows), tuple(summary), table, out)
+
+
+def _run_all(runs: Sequence[_Run], spec: CompareGrid, out: Path) -> list[RunRow]:
+    """Train (or reuse) every planned run in turn; ``results.csv`` is rewritten after each."""
+    columns = ["run", "label", *spec.keys, "seed", "status", "reused", "best_val_acc", "best_epoch", "epochs_run",
+               "seconds", "parameters", *(["eval_split", "eval_accuracy", "eval_macro_f1"] if spec.evaluate else []), "error"]
+    rows: list[RunRow] = []
+    for i, run in enumerate(runs, 1):
+        log.info("compare: run %d of %d", i, len(runs))
+        rows.append(_run_one(run, spec.evaluate))
+        # Rewritten after every run, so an interrupted comparison still shows what finished.
+        write_csv(out / "results.csv", [{c: _cell(r.to_dict().get(c)) for c in columns} for r in rows], columns)
+    return rows
+
+
+def _write_summary(summary: Sequence[SummaryRow], rows: Sequence[RunRow], spec: CompareGrid, out: Path) -> str:
+    """Write ``summary.csv`` and ``summary.md``; the markdown table."""
+    eval_columns = ["eval_accuracy_mean", "eval_accuracy_std", "eval_macro_f1_mean", "eval_macro_f1_std"]
+    summary_columns = ["label", *spec.keys, "seeds", "failed", "val_acc_mean", "val_acc_std",
+                       *(eval_columns if spec.evaluate else []), "epochs_mean", "seconds_mean", "parameters"]
+    write_csv(out / "summary.csv", [{c: _cell(s.to_dict().get(c)) for c in summary_columns} for s in summary], summary_columns)
+    # Headed by the split actually evaluated (auto becomes test or val), e.g. "test accuracy".
+    eval_split = "+".join(sorted({r.eval_split for r in rows if r.eval_split})) or spec.evaluate
+    table = _markdown(summary, spec.axes, "eval" if eval_split == "auto" else eval_split)
+    write_text(out / "summary.md", table)
+    return table

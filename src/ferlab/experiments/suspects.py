@@ -110,6 +110,16 @@ def _out_of_fold(table: SampleTable, cfg: TrainConfig, folds: int, out: Path) ->
     return scores, classes, reused
 
 
+def _check_options(gallery: int, folds: int, given_models: bool, training_options: bool) -> None:
+    """Raises: FerlabError: a negative gallery, training options beside given models, or fewer than two folds."""
+    if gallery < 0:
+        raise FerlabError(f"gallery must be 0 or more, got {gallery}")
+    if given_models and training_options:
+        raise FerlabError("models= scores with trained models; config, model, epochs and overrides only apply when training")
+    if not given_models and folds < 2:
+        raise FerlabError(f"folds must be at least 2, got {folds}")
+
+
 def find_suspects(
     data: str | Path,
     out: str | Path,
@@ -147,12 +157,8 @@ def find_suspects(
     Raises:
         FerlabError: bad data, options or config, or an `out` holding other files or settings.
     """
-    if gallery < 0:
-        raise FerlabError(f"gallery must be 0 or more, got {gallery}")
-    if models and (config is not None or model is not None or epochs is not None or overrides):
-        raise FerlabError("models= scores with trained models; config, model, epochs and overrides only apply when training")
-    if not models and folds < 2:
-        raise FerlabError(f"folds must be at least 2, got {folds}")
+    _check_options(gallery, folds, bool(models), config is not None or model is not None or epochs is not None
+                   or bool(overrides))
     data_path = Path(data).expanduser().resolve()
     out = Path(out).expanduser()
     cfg = None if models else _training_config(config, data_path, model, epochs, seed, overrides)

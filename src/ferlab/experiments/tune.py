@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,6 +256,54 @@ def _write_results(study: optuna.Study, space: SearchSpace, out: Path, url: str)
     )
 
 
+def _checked_trials(space: SearchSpace, sampler: str, trials: int, fixed: dict[str, Any],
+                    overrides: Sequence[str]) -> int:
+    """The trials to hold (a grid's size at most), once the options, data, base config and overrides are checked.
+
+    Raises:
+        FerlabError: an unknown sampler, fewer than one trial, a missing dataset, a bad base config or override.
+    """
+    if sampler not in SAMPLERS:
+        raise FerlabError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if trials < 1:
+        raise FerlabError(f"trials must be at least 1, got {trials}")
+    if not Path(fixed["data.path"]).expanduser().exists():
+        raise FerlabError(f"no such dataset: {fixed['data.path']}")  # else every trial would fail on it
+    _check_overrides(space, overrides, fixed)
+    load_config(space.base, overrides, fixed)  # a bad base config or override fails here, not in every trial
+    if sampler == "grid":
+        size = int(np.prod([len(v) for v in space.grid().values()]))
+        if trials > size:
+            log.info("the grid has %d combinations; running those rather than %d trials", size, trials)
+            return size
+    return trials
+
+
+def _run_missing_trials(study: optuna.Study, trials: int, objective: Callable[[optuna.Trial], float], *,
+                        space: SearchSpace, sampler: str, seed: int | None, timeout: float | None, url: str) -> None:
+    """Run trials until `study` holds `trials` finished ones (other workers' running trials counted).
+
+    The sampler's seed is offset by the trials already in the study, so that a resumed search draws new values.
+    """
+    finished = len(study.get_trials(deepcopy=False, states=_FINISHED))
+    if finished >= trials:
+        log.info("study %s already holds %d finished trials; none to run", study.study_name, finished)
+        return
+    offset = len(study.get_trials(deepcopy=False))
+    study.sampler = _make_sampler(space, sampler, None if seed is None else seed + offset)
+    log.info("study %s in %s: %d finished trials, running up to %d more", study.study_name, _masked(url),
+             finished, trials - finished)
+    study.optimize(
+        objective,
+        n_trials=trials - finished,
+        timeout=timeout,
+        catch=(FerlabError,),
+        # Counting other workers' running trials stops this one once the study will have enough.
+        callbacks=[MaxTrialsCallback(trials, states=(*_FINISHED, TrialState.RUNNING))],
+        gc_after_trial=True,
+    )
+
+
 def tune(
     space: SearchSpace | str | Path,
     *,
@@ -298,20 +346,8 @@ def tune(
         FerlabError: bad space, data path, overrides, base config or storage; no completed trial.
     """
     space = space if isinstance(space, SearchSpace) else load_space(space)
-    if sampler not in SAMPLERS:
-        raise FerlabError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    if trials < 1:
-        raise FerlabError(f"trials must be at least 1, got {trials}")
-    if not Path(data).expanduser().exists():
-        raise FerlabError(f"no such dataset: {data}")  # else every trial would fail on it
-    fixed: dict[str, Any] = {"data.path": str(data), **({"epochs": epochs} if epochs is not None else {})}
-    _check_overrides(space, overrides, fixed)
-    load_config(space.base, overrides, fixed)  # a bad base config or override fails here, not in every trial
-    if sampler == "grid":
-        size = int(np.prod([len(v) for v in space.grid().values()]))
-        if trials > size:
-            log.info("the grid has %d combinations; running those rather than %d trials", size, trials)
-            trials = size
+    fixed = {"data.path": str(data), **({"epochs": epochs} if epochs is not None else {})}
+    trials = _checked_trials(space, sampler, trials, fixed, overrides)
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
@@ -320,21 +356,6 @@ def tune(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # trials of a killed process, so that they count as finished
-    finished = len(study.get_trials(deepcopy=False, states=_FINISHED))
-    if finished >= trials:
-        log.info("study %s already holds %d finished trials; none to run", study.study_name, finished)
-    else:
-        offset = len(study.get_trials(deepcopy=False))
-        study.sampler = _make_sampler(space, sampler, None if seed is None else seed + offset)
-        log.info("study %s in %s: %d finished trials, running up to %d more", study.study_name, _masked(url),
-                 finished, trials - finished)
-        study.optimize(
-            lambda trial: _objective(trial, space, out, fixed, overrides, prune),
-            n_trials=trials - finished,
-            timeout=timeout,
-            catch=(FerlabError,),
-            # Counting other workers' running trials stops this one once the study will have enough.
-            callbacks=[MaxTrialsCallback(trials, states=(*_FINISHED, TrialState.RUNNING))],
-            gc_after_trial=True,
-        )
+    _run_missing_trials(study, trials, lambda trial: _objective(trial, space, out, fixed, overrides, prune),
+                        space=space, sampler=sampler, seed=seed, timeout=timeout, url=url)
     return _write_results(study, space, out, url)

@@ -277,20 +277,31 @@ def process_video(
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         window = _window(show)
-        with open_video_writer(out / VIDEO_NAME, opened.fps, opened.size, audio_from=opened.file) as writer, \
-                tqdm(total=opened.expected or max_frames, unit="frame", disable=None) as bar:
-            try:
-                loop.run(writer, window, max_frames, bar)
-            except KeyboardInterrupt:
-                if opened.file is not None:
-                    raise  # Ctrl-C is how a camera session ends; the frames so far are kept
-            if not loop.frames:
-                raise FerlabError(f"cannot read video {opened.name}: no frame could be decoded")
+        codec = _write_annotated(loop, out / VIDEO_NAME, window, max_frames)
     finally:
         opened.capture.release()
         if window:
             cv2.destroyAllWindows()
-    return _finish(opened, loop.timeline, loop.frames, max_frames, min_segment, out, writer.codec)
+    return _finish(opened, loop.timeline, loop.frames, max_frames, min_segment, out, codec)
+
+
+def _write_annotated(loop: _Loop, path: Path, window: bool, max_frames: int | None) -> str:
+    """Run `loop` into the annotated video at `path` (whole or not at all); the codec it is in.
+
+    Raises:
+        FerlabError: not one frame could be decoded.
+    """
+    opened = loop.source
+    with open_video_writer(path, opened.fps, opened.size, audio_from=opened.file) as writer, \
+            tqdm(total=opened.expected or max_frames, unit="frame", disable=None) as bar:
+        try:
+            loop.run(writer, window, max_frames, bar)
+        except KeyboardInterrupt:
+            if opened.file is not None:
+                raise  # Ctrl-C is how a camera session ends; the frames so far are kept
+        if not loop.frames:
+            raise FerlabError(f"cannot read video {opened.name}: no frame could be decoded")
+    return writer.codec
 
 
 def _check_options(stride: int, smooth: float, cut_threshold: float, min_segment: float) -> None:

@@ -238,39 +238,64 @@ def build_app(models: Sequence[str | Path], detector: str = DEFAULT_DETECTOR, *,
             detector_box = gr.Dropdown(list(DETECTORS), value=detector, label="face detector",
                                        info="none: the image already is a face crop")
             tta_box = gr.Dropdown(list(TTA_MODES), value=tta, label="test-time augmentation")
-        with gr.Tab("Image"):
-            photo = gr.Image(label="photo", type="filepath", sources=["upload", "clipboard"])
-            run = gr.Button("Recognise", variant="primary")
-            with gr.Row():
-                shown, chart, answer = _results()
-            run.click(_shown(_from_upload(demo.image)), [photo, detector_box, tta_box], [shown, chart, answer],
-                      api_name="image", preprocess=False)
-        with gr.Tab("Webcam"):
-            with gr.Row():
-                camera = gr.Image(label="camera", sources=["webcam"], streaming=True, type="numpy")
-                live = gr.Image(label="annotated", type="numpy", elem_id="annotated-frame")
-            camera.stream(_shown(demo.frame), [camera, detector_box, tta_box], live, stream_every=STREAM_EVERY,
-                          api_name="frame")
-        with gr.Tab("Video"):
-            clip = gr.Video(label="clip", sources=["upload"])
-            stride = gr.Slider(1, 10, value=1, step=1, label="detect faces every N frames")
-            go = gr.Button("Process", variant="primary")
-            with gr.Row():
-                annotated = gr.Video(label="annotated video", elem_id="annotated-video")
-                timeline = gr.Image(label="emotion timeline", type="filepath")
-            segments = gr.Dataframe(label="expression segments per tracked face (s)", interactive=False,
-                                    elem_id="segments")
-            go.click(_shown(demo.video), [clip, detector_box, tta_box, stride], [annotated, timeline, segments],
-                     api_name="video")
-        if len(demo.names) > 1:
-            with gr.Tab("Compare"):
-                same = gr.Image(label="photo", type="filepath", sources=["upload", "clipboard"])
-                both = gr.Button("Compare", variant="primary")
-                outputs = []
-                with gr.Row():
-                    for name in demo.names:
-                        with gr.Column():
-                            outputs.extend(_results(name))
-                both.click(_shown(_from_upload(demo.compare)), [same, detector_box, tta_box], outputs,
-                           api_name="compare", preprocess=False)
+        for tab in (_image_tab, _webcam_tab, _video_tab, *([_compare_tab] if len(demo.names) > 1 else [])):
+            tab(demo, detector_box, tta_box)
     return app
+
+
+def _image_tab(demo: Demo, detector_box: gr.Dropdown, tta_box: gr.Dropdown) -> None:
+    """A photo in; the annotated photo, a chart per face and the JSON out."""
+    import gradio as gr
+
+    with gr.Tab("Image"):
+        photo = gr.Image(label="photo", type="filepath", sources=["upload", "clipboard"])
+        run = gr.Button("Recognise", variant="primary")
+        with gr.Row():
+            shown, chart, answer = _results()
+        run.click(_shown(_from_upload(demo.image)), [photo, detector_box, tta_box], [shown, chart, answer],
+                  api_name="image", preprocess=False)
+
+
+def _webcam_tab(demo: Demo, detector_box: gr.Dropdown, tta_box: gr.Dropdown) -> None:
+    """The browser camera's frames, annotated as they stream."""
+    import gradio as gr
+
+    with gr.Tab("Webcam"):
+        with gr.Row():
+            camera = gr.Image(label="camera", sources=["webcam"], streaming=True, type="numpy")
+            live = gr.Image(label="annotated", type="numpy", elem_id="annotated-frame")
+        camera.stream(_shown(demo.frame), [camera, detector_box, tta_box], live, stream_every=STREAM_EVERY,
+                      api_name="frame")
+
+
+def _video_tab(demo: Demo, detector_box: gr.Dropdown, tta_box: gr.Dropdown) -> None:
+    """A clip in; the annotated H.264 video, the emotion timeline and each track's segments out."""
+    import gradio as gr
+
+    with gr.Tab("Video"):
+        clip = gr.Video(label="clip", sources=["upload"])
+        stride = gr.Slider(1, 10, value=1, step=1, label="detect faces every N frames")
+        go = gr.Button("Process", variant="primary")
+        with gr.Row():
+            annotated = gr.Video(label="annotated video", elem_id="annotated-video")
+            timeline = gr.Image(label="emotion timeline", type="filepath")
+        segments = gr.Dataframe(label="expression segments per tracked face (s)", interactive=False,
+                                elem_id="segments")
+        go.click(_shown(demo.video), [clip, detector_box, tta_box, stride], [annotated, timeline, segments],
+                 api_name="video")
+
+
+def _compare_tab(demo: Demo, detector_box: gr.Dropdown, tta_box: gr.Dropdown) -> None:
+    """One photo through every model, side by side."""
+    import gradio as gr
+
+    with gr.Tab("Compare"):
+        same = gr.Image(label="photo", type="filepath", sources=["upload", "clipboard"])
+        both = gr.Button("Compare", variant="primary")
+        outputs = []
+        with gr.Row():
+            for name in demo.names:
+                with gr.Column():
+                    outputs.extend(_results(name))
+        both.click(_shown(_from_upload(demo.compare)), [same, detector_box, tta_box], outputs,
+                   api_name="compare", preprocess=False)
