@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 import logging
 import re
@@ -29,6 +28,7 @@ from ferlab.data import open_dataset
 from ferlab.errors import FerlabError
 from ferlab.evaluation import choose_split, evaluate
 from ferlab.evaluation.curves import plot_curves
+from ferlab.experiments.grid import grid_points
 from ferlab.models import count_parameters, load_model, model_entry
 from ferlab.rundir import RunDir, read_yaml
 from ferlab.training.config import TrainConfig, changed_fields, load_config
@@ -108,7 +108,8 @@ class CompareGrid:
         """Every combination of one option per axis, the first axis varying slowest."""
         combos: list[Combination] = []
         taken: set[str] = set()
-        for options in itertools.product(*(axis.options for axis in self.axes)):
+        for point in grid_points({axis.name: axis.options for axis in self.axes}):
+            options = list(point.values())
             label = ", ".join(o.label for o in options)
             slug = "-".join(_safe(o.label) for o in options)
             if len(slug) > 64:

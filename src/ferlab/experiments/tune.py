@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ferlab._io import atomic_path, write_csv, write_text
 from ferlab.errors import FerlabError
+from ferlab.experiments.grid import grid_points
 from ferlab.experiments.search_space import SearchSpace, load_space
 from ferlab.rundir import RunDir
 from ferlab.training.config import load_config
@@ -272,7 +273,7 @@ def _checked_trials(space: SearchSpace, sampler: str, trials: int, fixed: dict[s
     _check_overrides(space, overrides, fixed)
     load_config(space.base, overrides, fixed)  # a bad base config or override fails here, not in every trial
     if sampler == "grid":
-        size = int(np.prod([len(v) for v in space.grid().values()]))
+        size = len(grid_points(space.grid()))
         if trials > size:
             log.info("the grid has %d combinations; running those rather than %d trials", size, trials)
             return size
