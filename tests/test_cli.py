@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from ferlab import __version__
-from ferlab.cli import TRAIN_FLAGS, build_parser, main
+from ferlab._commands import TRAIN_FLAGS
+from ferlab.cli import build_parser, main
 
 
 def test_version_and_models_listing(capsys):

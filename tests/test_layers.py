@@ -34,7 +34,7 @@ DEPRECATED_ALIASES = {
 
 def layer(module: str) -> str:
     parts = module.split(".")
-    if module in ("ferlab", "ferlab.cli"):
+    if module in ("ferlab", "ferlab.cli", "ferlab._commands"):
         return "top"
     return parts[1] if len(parts) > 2 or parts[1] in ALLOWED else "core"
 

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import shlex
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TextIO
 
-from ferlab import __version__
+from ferlab import __version__, _commands
 from ferlab.errors import FerlabError
 from ferlab.extras import missing_extra
-from ferlab.rundir import RunDir
 
 log = logging.getLogger("ferlab")
 
 TTA_CHOICES = ("none", "flip", "tencrop")  # ferlab.data.transforms.TTA_MODES, without importing torch for --help
-#: Share of images on which an export may change the top answer before `ferlab export` warns.
-MAX_EXPORT_DISAGREEMENT = 0.01
 TTA_HELP = "test-time augmentation (default: the model's own, listed by `ferlab models`)"
 DETECTOR_CHOICES = ("auto", "yunet", "haar", "none")  # ferlab.inference.detect.DETECTORS, without importing OpenCV for --help
 BACKEND_CHOICES = ("auto", "torch", "onnx")  # ferlab.inference.recognizer.BACKENDS
@@ -66,381 +60,6 @@ DATA_EXAMPLES = """examples:
 """
 
 
-def _train(args: argparse.Namespace) -> int | None:
-    """Train or resume; a run stopped by a signal exits with the shell's status for it and says how to go on."""
-    from ferlab.training import TrainingInterrupted
-
-    try:
-        _train_or_resume(args)
-    except TrainingInterrupted as stop:
-        print(f"ferlab train: stopped by {stop.signal.name}; the run keeps its finished epochs, continue it with: "
-              f"ferlab train --resume {shlex.quote(str(stop.run_dir))}", file=sys.stderr)
-        return stop.code
-    return None
-
-
-#: The `ferlab train` flags (argparse dests) that set one config key each; tests check that both sides exist.
-TRAIN_FLAGS = {
-    "data": "data.path", "model": "model.name", "epochs": "epochs", "out": "out", "classes": "data.classes",
-    "batch_size": "data.batch_size", "image_size": "data.image_size", "channels": "data.channels",
-    "optimizer": "optim.name", "lr": "optim.lr", "seed": "seed", "patience": "patience",
-    "pretrained": "model.pretrained", "init": "model.init", "freeze": "model.freeze", "precision": "precision", "devices": "devices",
-    "num_nodes": "num_nodes", "balance": "data.balance", "cache_dir": "data.cache_dir",
-    "soft_labels": "data.soft_labels",
-}
-
-
-def _train_or_resume(args: argparse.Namespace) -> None:
-
-    from ferlab.training import load_config, resume, train
-
-    flags = {key: getattr(args, dest) for dest, key in TRAIN_FLAGS.items()}
-    if args.classes:
-        flags["data.classes"] = args.classes.split(",")
-    if args.augment:
-        from dataclasses import asdict
-
-        from ferlab.data import AugmentConfig
-
-        flags.update({f"data.augment.{k}": v for k, v in asdict(AugmentConfig.parse(args.augment)).items()})
-    given = {k: v for k, v in flags.items() if v is not None}
-    if args.resume:
-        stored = RunDir(args.resume).config
-        asked = args.config or args.overrides or given
-        # Settings given with --resume must match the run's own: resume() names any that differ.
-        wanted = load_config(args.config or stored, args.overrides, given) if asked and stored.is_file() else None
-        result = resume(args.resume, wanted=wanted)
-    else:
-        result = train(load_config(args.config, args.overrides, given))
-    print(f"best val accuracy {result.best_val_acc:.4f} (epoch {result.best_epoch} of {result.epochs_run}); "
-          f"model in {result.run_dir}")
-
-
-def _photo_options(args: argparse.Namespace) -> dict:
-    """evaluate_model's options for whole photos: the detector, its file and a margin override."""
-    if args.detector == "none":
-        return {"margin": args.margin} if args.margin is not None else {}
-    return {"detector": args.detector, "detector_path": args.detector_model, "margin": args.margin}
-
-
-def _evaluate(args: argparse.Namespace) -> None:
-    from ferlab.evaluation import compare_models, evaluate
-
-    args.model = args.model or [_inference_model(args)]
-    photos = _photo_options(args)
-    if len(args.model) > 1:
-        result = compare_models(args.model, args.data, args.out, split=args.split, tta=args.tta,
-                                merge=_merges(args.merge), **photos)
-        print(result.markdown, end="")
-        print(f"comparison.md, comparison.csv and one evaluation folder per model written to {args.out}")
-        return
-    metrics = evaluate(args.model[0], args.data, args.out, split=args.split, tta=args.tta, merge=_merges(args.merge),
-                       **photos).to_dict()
-    found = ""
-    if "detection_rate" in metrics:
-        found = (f"{metrics['photos']} photos, a face found in {metrics['detection_rate']:.1%} "
-                 f"({metrics['no_face']} without, counted as errors); ")
-    print(f"{found}{metrics['samples']} faces: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
-          f"ECE {metrics['ece']:.4f}; written to {args.out}")
-    if metrics["left_out"]:
-        print(f"left out (classes the model does not predict): {metrics['left_out']}")
-
-
-def _report(args: argparse.Namespace) -> None:
-    from ferlab.evaluation import report
-
-    result = report(args.run_dir, data=args.data, out=args.out, split=args.split, tta=args.tta, **_photo_options(args))
-    print(f"{result.metrics['samples']} images: accuracy {result.metrics['accuracy']:.4f}, "
-          f"macro-F1 {result.metrics['macro_f1']:.4f}; report in {result.html} and {result.markdown}")
-
-
-def _inference_model(args: argparse.Namespace) -> str:
-    from ferlab.models.bundled import DEFAULT_MODEL
-
-    return args.model or DEFAULT_MODEL
-
-
-def _inference_models(args: argparse.Namespace) -> list[str]:
-    return args.model or [_inference_model(args)]
-
-
-def _predict(args: argparse.Namespace) -> None:
-    from ferlab.inference.files import expand_inputs
-    from ferlab.inference.recognizer import Recognizer
-
-    paths = expand_inputs(args.inputs)  # before the model: a mistyped path fails at once, not after the load
-    recognizer = Recognizer(_inference_model(args), args.detector, backend=args.backend, tta=args.tta,
-                            detector_path=args.detector_model, margin=args.margin)
-    found = recognizer.predict_files(paths, args.out)
-    if args.json:
-        print(json.dumps({"classes": list(found.classes), "backend": found.backend,
-                          "predictions": [p.to_dict() for p in found.predictions],
-                          "images": [{"source": source, "faces": n} for source, n in found.faces.items()],
-                          "unreadable": [{"source": s, "error": e} for s, e in found.unreadable.items()]}, indent=2))
-        return
-    shown = found.predictions if args.out is None else found.predictions[:20]
-    for p in shown:
-        print(f"{p.source}\t{p.index}\t{','.join(map(str, p.face.box))}\t{p.label}\t{p.probs[p.label]:.3f}")
-    if len(found.predictions) > len(shown):
-        print(f"... {len(found.predictions) - len(shown)} more in {Path(args.out) / 'predictions.csv'}")
-    no_face = sum(n == 0 for n in found.faces.values())
-    where = f"; written to {args.out}" if args.out is not None else ""
-    print(f"{len(found.predictions)} faces in {len(found.faces)} images ({no_face} without a face, "
-          f"{len(found.unreadable)} unreadable files skipped; classified on {found.backend}){where}",
-          file=sys.stderr if args.out is None else sys.stdout)
-
-
-def _video(args: argparse.Namespace) -> None:
-    from ferlab.inference.video import default_out, process_video
-
-    out = Path(args.out) if args.out else default_out(args.input)
-    result = process_video(_inference_model(args), args.input, out, detector=args.detector,
-                           detector_path=args.detector_model, backend=args.backend, tta=args.tta, margin=args.margin,
-                           stride=args.stride, smooth=args.smooth, cut_threshold=args.cut_threshold,
-                           min_segment=args.min_segment, show=args.show, max_frames=args.max_frames)
-    damaged = f" of {result.expected_frames} announced (damaged or cut short)" if result.truncated else ""
-    cuts = f", {len(result.scene_cuts)} scene cuts" if result.scene_cuts else ""
-    print(f"{result.frames} frames{damaged}{cuts}, {len(result.tracks)} faces tracked; {result.video.name} "
-          f"({result.codec}), {result.csv.name}, {result.tracks_json.name}, {result.tracks_csv.name}, "
-          f"{result.segments_csv.name} and {result.plot.name} written to {out}")
-
-
-def _serve(args: argparse.Namespace) -> None:
-    from ferlab.serving.app import MAX_UPLOAD_BYTES, build_app
-
-    app = build_app(_inference_models(args), args.detector, tta=args.tta, backend=args.backend, detector_path=args.detector_model)
-    app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD_BYTES)
-
-
-def _calibrate(args: argparse.Namespace) -> None:
-    from ferlab.evaluation.calibration import calibrate
-
-    result = calibrate(args.model, args.data, split=args.split, out=args.out).to_dict()
-    nll, ece = result["nll"], result["ece"]
-    kept = "kept the fitted one" if result["fitted_kept"] else "kept the stored one, the fit did not lower NLL"
-    print(f"temperature {result['temperature_before']:.3f} -> {result['temperature']:.3f} (fitted "
-          f"{result['temperature_fitted']:.3f}: {kept}): NLL {nll['before']:.4f} -> {nll['after']:.4f}, "
-          f"ECE {ece['before']:.4f} -> {ece['after']:.4f} on {result['samples']} {result['split']} images; "
-          f"stored in {result['model']}")
-
-
-def _models(args: argparse.Namespace) -> None:
-    from ferlab.models.catalog import read_catalog
-
-    if not any(c in args.pattern for c in "*?["):  # a name: unknown ones get close matches
-        from ferlab.models import create_model, model_entry
-        from ferlab.models.summary import layer_table
-
-        entry = model_entry(args.pattern)
-        prep = entry.preprocessing
-        print(f"{entry.name}: {entry.description}\ndefault input {prep.input_size}x{prep.input_size}x{prep.channels}, "
-              f"mean {prep.mean}, std {prep.std}; 7 classes\n")
-        print(layer_table(create_model(entry.name, num_classes=7)))
-        return
-    summaries = read_catalog(args.pattern)  # the shipped listing: no torch or timm to import
-    if not summaries:
-        raise FerlabError(f"no registered model matches {args.pattern!r}; `ferlab models` lists them all")
-    print(f"{'model':16s} {'params':>12s}  {'input':>9s}  description")
-    for s in summaries:
-        params = f"{s.params:,d}" if s.params is not None else "-"
-        print(f"{s.name:16s} {params:>12s}  {s.input_size:>3d}x{s.input_size:<3d}x{s.channels}  {s.description}")
-    print("\nalso: timm:<name> for any timm model; `ferlab models NAME` shows one model's layers")
-    from ferlab.models.bundled import BUNDLED, describe_bundled
-
-    print("bundled, trained (--model NAME in predict, video, serve, api, evaluate, export):")
-    for name in BUNDLED:
-        print(f"  {describe_bundled(name)}")
-
-
-def _compare(args: argparse.Namespace) -> None:
-    from ferlab.experiments.compare import compare
-
-    grid, *overrides = args.grid_and_overrides  # one positional list: argparse cannot split two around options
-    result = compare(grid, data=args.data, out=args.out, overrides=overrides, resume=not args.no_resume)
-    print(result.table_markdown, end="")
-    print(f"results.csv, summary.csv, summary.md and curves.png written to {args.out}")
-
-
-def _tune(args: argparse.Namespace) -> None:
-    from ferlab.experiments.tune import tune
-
-    result = tune(args.space, data=args.data, out=args.out, trials=args.trials, sampler=args.sampler,
-                  storage=args.storage, study_name=args.study, seed=args.seed, epochs=args.epochs,
-                  overrides=args.overrides, timeout=args.timeout, prune=not args.no_prune)
-    print(f"best {result.best_value:.4f} with {result.best_params}")
-    print(f"{len(result.trials)} trials in study {result.study_name!r} ({result.storage}); best config: "
-          f"{result.best_config_path} (retrain: ferlab train --config {result.best_config_path} --out RUN epochs=30)")
-
-
-def _ensemble(args: argparse.Namespace) -> None:
-    from ferlab.models import save_ensemble
-
-    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
-    path = save_ensemble(args.members, args.out, method=args.method, weights=weights)
-    print(f"{args.method} ensemble of {len(args.members)} models written to {path.parent}")
-
-
-def _explain(args: argparse.Namespace) -> None:
-    from ferlab.evaluation.explain import explain_files
-
-    paths = explain_files(args.model, args.inputs, args.out, target=args.class_label or "predicted", layer=args.layer)
-    print(f"Grad-CAM of {len(paths) - 1} image(s) written to {args.out} (gallery: {paths[-1].name})")
-
-
-def _export(args: argparse.Namespace) -> None:
-    from ferlab.models.onnx import (
-        OnnxModel,
-        check_parity,
-        dataset_pixels,
-        export_onnx,
-        generated_pixels,
-        load_classifier,
-        quantize_export,
-    )
-
-    source = load_classifier(args.model)
-    is_export = isinstance(source, OnnxModel)
-    if is_export and not args.int8:
-        raise FerlabError(f"{args.model} is an ONNX export already; pass --int8 to write an int8 copy of it")
-    prep = source.meta.preprocessing
-    real = dataset_pixels(args.calibration, prep) if args.calibration else None
-    if is_export:
-        path = quantize_export(args.model, args.out, calibration=real, force=args.force)
-    else:
-        path = export_onnx(source, args.out, int8=args.int8, calibration=real, force=args.force)
-    sample = real if real is not None else generated_pixels(prep, seed=1)
-    parity = check_parity(source, OnnxModel.load(path), sample)
-    images = "--calibration" if real is not None else "generated"
-    print(f"{'int8' if args.int8 else 'fp32'} ONNX model written to {path} ({path.stat().st_size / 1e6:.2f} MB); "
-          f"parity with {'the fp32 export' if is_export else 'PyTorch'} on {images} images: {parity}")
-    if parity.top1_changed > MAX_EXPORT_DISAGREEMENT:
-        log.warning("the export changes the top answer on %.2f%% of the %s images (more than %.0f%%)%s; compare it on "
-                    "real faces with `ferlab evaluate --model %s`, or export without --int8",
-                    100 * parity.top1_changed, images, 100 * MAX_EXPORT_DISAGREEMENT,
-                    "" if real is not None else ", and generated images are not faces: pass --calibration DATA", path)
-
-
-def _api(args: argparse.Namespace) -> None:
-    from ferlab.serving import require_serving
-    from ferlab.serving.server import api_key_from_env, run
-
-    require_serving("fastapi", "python_multipart", "uvicorn")
-    # The key comes from the environment: a command-line argument would show in `ps` to every user.
-    # Checked before the heavy imports and the models, so FERLAB_API_KEY="" fails at once.
-    api_key = api_key_from_env(os.environ)
-    from ferlab.inference import Recognizer
-    from ferlab.serving.api import create_app
-
-    paths = _inference_models(args)
-    names = [Path(path).stem for path in paths]
-    if len(set(names)) < len(names):
-        raise FerlabError(f"two --model files share a name ({', '.join(names)}); the API tells models apart by name")
-    models = {name: Recognizer(path, args.detector, backend=args.backend, tta=args.tta,
-                               detector_path=args.detector_model) for name, path in zip(names, paths)}
-    run(create_app(models, api_key=api_key), host=args.host, port=args.port)
-
-
-def _merges(specs: Sequence[str] | None) -> dict[str, list[str]]:
-    """``["angry=disgust,contempt"]`` -> ``{"angry": ["disgust", "contempt"]}``."""
-    merges: dict[str, list[str]] = {}
-    for spec in specs or ():
-        target, sep, sources = spec.partition("=")
-        if not sep or not target or not sources:
-            raise FerlabError(f"--merge takes TARGET=CLASS[,CLASS...], got {spec!r}")
-        merges.setdefault(target, []).extend(sources.split(","))
-    return merges
-
-
-def _data_scan(args: argparse.Namespace) -> None:
-    from ferlab.data.scan import format_report, scan, write_report
-
-    report = scan(args.path, min_size=args.min_size, near_threshold=args.near_threshold, max_bytes=args.max_bytes)
-    json_path, text_path = write_report(report, args.out)
-    print(format_report(report, examples=3), end="")
-    print(f"full report in {json_path} and {text_path.name}")
-
-
-def _data_clean(args: argparse.Namespace) -> None:
-    from ferlab.data.quarantine import clean
-    from ferlab.data.scan import load_report, scan
-
-    report = load_report(args.report) if args.report else scan(args.path)
-    result = clean(report, args.quarantine, kinds=args.kinds.split(",") if args.kinds else None, tree=args.path)
-    print(f"moved {len(result.moved)} files into {args.quarantine}; `ferlab data restore {args.quarantine}` puts them back")
-    if result.left:
-        print(f"left {len(result.left)} FIFOs or devices in place (clean moves files and links only): "
-              + ", ".join(result.left[:5]))
-
-
-def _data_restore(args: argparse.Namespace) -> None:
-    from ferlab.data.quarantine import restore
-
-    restored = restore(args.quarantine)
-    print(f"restored {len(restored)} files")
-
-
-def _data_stats(args: argparse.Namespace) -> None:
-    from ferlab.data import open_dataset
-    from ferlab.data.stats import format_stats, write_stats
-
-    stats = write_stats(open_dataset(args.path), args.out, per_class=args.per_class, seed=args.seed)
-    print(format_stats(stats), end="")
-    print(f"stats, class_counts.png and samples.png written to {args.out}")
-
-
-def _data_split(args: argparse.Namespace) -> None:
-    from ferlab.data.prepare import split_dataset, write_split
-
-    tables = split_dataset(
-        args.path, ratios=args.ratios, groups=args.groups, kfold=args.kfold, subsample_to=args.subsample,
-        classes=args.classes.split(",") if args.classes else None, merge=_merges(args.merge), seed=args.seed,
-    )
-    for path, table in zip(write_split(tables, args.out, args.format), tables):
-        print(f"{path}: {table.split_counts()}")
-
-
-def _data_preview(args: argparse.Namespace) -> None:
-    from ferlab.data import AugmentConfig, Preprocessing, open_dataset
-    from ferlab.data.preview import preview_augmentation
-
-    config = AugmentConfig.parse(args.augment)
-    prep = Preprocessing(input_size=args.image_size).with_channels(args.channels)
-    out = args.out or f"augment-{config.preset}.png"
-    preview_augmentation(open_dataset(args.path), config, out, prep=prep, images=args.images,
-                         variants=args.variants, seed=args.seed)
-    print(f"preview written to {out}")
-
-
-def _data_framing(args: argparse.Namespace) -> None:
-    from ferlab.inference.framing import write_framing
-
-    measured = write_framing(args.path, args.out, args.detector or ["yunet", "haar"], detector_path=args.detector_model,
-                             limit=args.limit, split=args.split, seed=args.seed)
-    for name, stats in measured.items():
-        framing = stats.framing
-        print(f"{name}: a face in {stats.detected} of {stats.crops} crops ({stats.detection_rate:.1%}); crop side "
-              f"{1 + framing.margin:.3f} x the box {framing.scale_by}, centre offset "
-              f"({framing.offset_x:+.3f}, {framing.offset_y:+.3f}) box sides")
-    print(f"written to {args.out}; train with data.framing={args.out} to store it in the model")
-
-
-def _data_suspects(args: argparse.Namespace) -> None:
-    from ferlab.experiments.suspects import find_suspects
-
-    data, *overrides = args.data_and_overrides  # one positional list: argparse cannot split two around options
-    result = find_suspects(data, args.out, config=args.config, model=args.model, folds=args.folds, epochs=args.epochs,
-                           seed=args.seed, split=args.split, overrides=overrides, models=args.models,
-                           gallery=args.gallery)
-    kind = "given models'" if args.models else "out-of-fold"
-    print(f"{len(result.suspects)} suspects among {result.samples} images; {kind} accuracy {result.accuracy:.4f}")
-    if result.in_sample:
-        print(f"warning: {', '.join(result.in_sample)} trained on these images, so their probabilities are in-sample "
-              "and miss suspects; leave out --models to get out-of-fold ones")
-    for s in result.suspects[:10]:
-        print(f"{s.rank:4d}  {s.given} -> {s.suggested} {s.p_suggested:.2f}  {s.source}")
-    print(f"suspects.csv, oof_probabilities.csv, suspects.png and summary.json written to {args.out}")
-
-
 def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="scan, clean, describe, split, preview and find mislabelled images",
                                epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -460,18 +79,18 @@ def _add_cleaning_tools(tools: argparse._SubParsersAction) -> None:
                       help="perceptual-hash bits (of 64) within which images count as near duplicates; -1: off")
     scan.add_argument("--max-bytes", type=int, default=MAX_IMAGE_BYTES,
                       help="files larger than this are reported as too_large, never read (default 64 MiB)")
-    scan.set_defaults(run=_data_scan)
+    scan.set_defaults(run=_commands.run_data_scan)
 
     clean = tools.add_parser("clean", help="move what scan flags into a quarantine folder (never deletes)")
     clean.add_argument("path", help="class-folder tree")
     clean.add_argument("--quarantine", required=True, help="folder outside the tree that receives the files")
     clean.add_argument("--kinds", help="comma-separated finding kinds to move (default: all but near duplicates)")
     clean.add_argument("--report", help="scan.json (or its folder) to act on; default: scan PATH now")
-    clean.set_defaults(run=_data_clean)
+    clean.set_defaults(run=_commands.run_data_clean)
 
     restore = tools.add_parser("restore", help="put every quarantined file back where it was")
     restore.add_argument("quarantine", help="quarantine folder written by clean")
-    restore.set_defaults(run=_data_restore)
+    restore.set_defaults(run=_commands.run_data_restore)
 
 
 def _add_dataset_tools(tools: argparse._SubParsersAction) -> None:
@@ -481,7 +100,7 @@ def _add_dataset_tools(tools: argparse._SubParsersAction) -> None:
     stats.add_argument("--out", required=True, help="output folder")
     stats.add_argument("--per-class", type=int, default=8, help="sample images per class in samples.png")
     stats.add_argument("--seed", type=int, default=0)
-    stats.set_defaults(run=_data_stats)
+    stats.set_defaults(run=_commands.run_data_stats)
 
     split = tools.add_parser("split", help="ratio, subject-aware or k-fold splits, subsets and merges, written out")
     split.add_argument("path")
@@ -494,7 +113,7 @@ def _add_dataset_tools(tools: argparse._SubParsersAction) -> None:
     split.add_argument("--merge", action="append", metavar="TARGET=CLASS[,CLASS]", help="relabel classes, e.g. angry=disgust")
     split.add_argument("--format", choices=("tree", "csv"), default="tree", help="class-folder copy or CSV manifest")
     split.add_argument("--seed", type=int, default=0)
-    split.set_defaults(run=_data_split)
+    split.set_defaults(run=_commands.run_data_split)
 
     preview = tools.add_parser("preview", help="a PNG grid of augmented samples, to see a setting's strength")
     preview.add_argument("path")
@@ -505,7 +124,7 @@ def _add_dataset_tools(tools: argparse._SubParsersAction) -> None:
     preview.add_argument("--image-size", type=int, default=48)
     preview.add_argument("--channels", type=int, choices=(1, 3), default=1)
     preview.add_argument("--seed", type=int, default=0)
-    preview.set_defaults(run=_data_preview)
+    preview.set_defaults(run=_commands.run_data_preview)
 
 
 def _add_inspection_tools(tools: argparse._SubParsersAction) -> None:
@@ -521,7 +140,7 @@ def _add_inspection_tools(tools: argparse._SubParsersAction) -> None:
     framing.add_argument("--limit", type=int, default=4000, help="crops measured (class shares kept; default 4000)")
     framing.add_argument("--split", default="train", help="split measured where the dataset has one (default train)")
     framing.add_argument("--seed", type=int, default=0)
-    framing.set_defaults(run=_data_framing)
+    framing.set_defaults(run=_commands.run_data_framing)
 
     suspects = tools.add_parser("suspects", help="rank likely mislabelled images (confident learning on out-of-fold predictions)")
     suspects.add_argument("data_and_overrides", nargs="+", metavar="DATA [KEY=VALUE ...]",
@@ -537,7 +156,7 @@ def _add_inspection_tools(tools: argparse._SubParsersAction) -> None:
                                "names) instead of training folds")
     suspects.add_argument("--gallery", type=int, default=64, help="suspects shown in suspects.png (0: none)")
     suspects.add_argument("--seed", type=int, help="folds and training seed (default: the config's, else 0)")
-    suspects.set_defaults(run=_data_suspects)
+    suspects.set_defaults(run=_commands.run_data_suspects)
 
 
 def _add_inference_options(parser: argparse.ArgumentParser, several_models: bool = False) -> None:
@@ -627,7 +246,7 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--soft-labels", action="store_true", default=None,
                        help="train on vote shares where the data has them (FER+, a manifest's votes column)")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=3e-4")
-    train.set_defaults(run=_train)
+    train.set_defaults(run=_commands.run_train)
 
 
 def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
@@ -649,7 +268,7 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--tta", choices=TTA_CHOICES, default=None, help=TTA_HELP)
     evaluate.add_argument("--merge", action="append", metavar="TARGET=CLASS[,CLASS]",
                           help="relabel the data's classes first, e.g. neutral=contempt; classes the model lacks are left out and reported")
-    evaluate.set_defaults(run=_evaluate)
+    evaluate.set_defaults(run=_commands.run_evaluate)
     report = commands.add_parser("report", help="one self-contained HTML report and a markdown summary of a run")
     report.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by ferlab train")
     report.add_argument("--data", help="dataset to evaluate on (default: the run's own data)")
@@ -657,7 +276,7 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--split", default="auto", help="auto (test, else val, else a bare tree whole), all, train, val or test")
     report.add_argument("--tta", choices=TTA_CHOICES, default=None, help=TTA_HELP)
     _add_photo_options(report)
-    report.set_defaults(run=_report)
+    report.set_defaults(run=_commands.run_report)
     calibrate = commands.add_parser(
         "calibrate", help="fit a model's temperature on held-out images and store it in the model",
         epilog="example (training calibrates on its val split already; this recalibrates, or calibrates older models):\n"
@@ -669,7 +288,7 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--data", required=True, help="class-folder tree, .zip or FER2013 .csv")
     calibrate.add_argument("--split", default="val", help="split to fit on (default val); not the test split you report")
     calibrate.add_argument("--out", help="folder for calibration.json and reliability.png (default MODEL_DIR/calibration)")
-    calibrate.set_defaults(run=_calibrate)
+    calibrate.set_defaults(run=_commands.run_calibrate)
 
 
 def _add_prediction_commands(commands: argparse._SubParsersAction) -> None:
@@ -681,7 +300,7 @@ def _add_prediction_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--json", action="store_true", help="print the predictions as JSON instead of lines")
     _add_inference_options(predict)
     _add_margin_option(predict)
-    predict.set_defaults(run=_predict)
+    predict.set_defaults(run=_commands.run_predict)
     video = commands.add_parser(
         "video", help="track and classify the faces of a video or camera; annotated video, per-frame CSV, plot",
         epilog="examples:\n  ferlab video clip.mp4                                  # writes ./clip-ferlab/\n"
@@ -703,7 +322,7 @@ def _add_prediction_commands(commands: argparse._SubParsersAction) -> None:
                        help="seconds an expression segment of tracks.json lasts at least (default 0.5)")
     video.add_argument("--show", action="store_true", help="live window, where a display exists")
     video.add_argument("--max-frames", type=int, help="stop after N frames")
-    video.set_defaults(run=_video)
+    video.set_defaults(run=_commands.run_video)
 
 
 def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
@@ -716,7 +335,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     _add_inference_options(serve, several_models=True)
     _add_listen_options(serve, port=7860)
     serve.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
-    serve.set_defaults(run=_serve)
+    serve.set_defaults(run=_commands.run_serve)
     api = commands.add_parser(
         "api", help="REST API (FastAPI): POST /v1/predict, /v1/predict/batch; GET /v1/models, /health, /docs",
         epilog="examples:\n  ferlab api --model runs/cnn3 --port 8000\n"
@@ -725,7 +344,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_listen_options(api, port=8000)
     _add_inference_options(api, several_models=True)
-    api.set_defaults(run=_api)
+    api.set_defaults(run=_commands.run_api)
 
 
 def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
@@ -739,7 +358,7 @@ def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--data", required=True)
     compare.add_argument("--out", required=True, help="folder for runs/ and the tables; re-running continues it")
     compare.add_argument("--no-resume", action="store_true", help="refuse finished runs instead of reusing them")
-    compare.set_defaults(run=_compare)
+    compare.set_defaults(run=_commands.run_compare)
     tune = commands.add_parser("tune", help="hyperparameter search with Optuna; resumable, shareable between workers")
     tune.add_argument("--space", required=True, help="search-space YAML (see configs/search/)")
     tune.add_argument("--data", required=True)
@@ -754,14 +373,14 @@ def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
     tune.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     tune.add_argument("--no-prune", action="store_true", help="let every trial run to the end")
     tune.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="fixed config overrides for every trial")
-    tune.set_defaults(run=_tune)
+    tune.set_defaults(run=_commands.run_tune)
 
 
 def _add_model_commands(commands: argparse._SubParsersAction) -> None:
     """`models`, `ensemble`, `explain` and `export`: models listed, combined, explained and exported."""
     models = commands.add_parser("models", help="list registered models, or show one model's layers")
     models.add_argument("pattern", nargs="?", default="*", help="a model name (shows its layers) or a filter such as 'cnn*'")
-    models.set_defaults(run=_models)
+    models.set_defaults(run=_commands.run_models)
     ensemble = commands.add_parser(
         "ensemble", help="combine trained models by (weighted) probability averaging or majority vote",
         description="A stacking ensemble (a head trained on the members' features) is trained with "
@@ -771,7 +390,7 @@ def _add_model_commands(commands: argparse._SubParsersAction) -> None:
     ensemble.add_argument("--method", choices=("mean", "vote"), default="mean")
     ensemble.add_argument("--weights", help="comma-separated member weights, e.g. 0.6,0.4")
     ensemble.add_argument("--out", required=True, help="new folder for the ensemble model")
-    ensemble.set_defaults(run=_ensemble)
+    ensemble.set_defaults(run=_commands.run_ensemble)
     explain = commands.add_parser("explain", help="Grad-CAM heat maps: which face regions drove each prediction")
     explain.add_argument("--model", required=True, help="run folder or model .safetensors (not an ensemble)")
     explain.add_argument("inputs", nargs="+", metavar="PATH", help="face-crop image files, folders or glob patterns")
@@ -780,7 +399,7 @@ def _add_model_commands(commands: argparse._SubParsersAction) -> None:
                          help="explain this class instead of each image's predicted one")
     explain.add_argument("--layer", help="module to explain, e.g. 8 (see `ferlab models NAME`; "
                                          "default: the last convolution with a spatial output)")
-    explain.set_defaults(run=_explain)
+    explain.set_defaults(run=_commands.run_explain)
     export = commands.add_parser(
         "export", help="write a model as one ONNX file (preprocessing and labels inside) for ONNX Runtime",
         epilog="examples:\n  ferlab export --model runs/cnn3 --out cnn3.onnx\n"
@@ -795,7 +414,7 @@ def _add_model_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--int8", action="store_true", help="quantise weights and activations to int8 (static)")
     export.add_argument("--calibration", metavar="DATA",
                         help="dataset whose images (256 at most) calibrate --int8 and check parity (default: generated images)")
-    export.set_defaults(run=_export)
+    export.set_defaults(run=_commands.run_export)
 
 
 def _add_examples(commands: argparse._SubParsersAction) -> None:

@@ -96,6 +96,7 @@ def test_rerun_resumes_the_study_and_runs_only_missing_trials(study, tree, tmp_p
     assert again.trials == resumed.trials  # already complete: nothing runs
 
 
+@pytest.mark.slow  # an Optuna grid study of six trials
 def test_grid_enumerates_every_combination_and_records_failures(tree, tmp_path):
     space = _write_space(tmp_path, """
         space:

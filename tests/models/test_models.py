@@ -25,7 +25,11 @@ def test_every_standalone_model_has_a_pinned_parameter_count():
     assert sorted(EXPECTED_PARAMS) == STANDALONE
 
 
-@pytest.mark.parametrize("name", STANDALONE)
+#: Full-size models whose backward pass alone takes seconds: the slow tier runs them.
+FULL_SIZE = {"vgg16"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in FULL_SIZE else n for n in STANDALONE])
 def test_every_model_runs_forward_and_backward(name):
     model = create_model(name, num_classes=7, in_chans=1, input_size=48)
     x = torch.randn(2, 1, 48, 48)

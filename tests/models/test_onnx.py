@@ -254,6 +254,7 @@ def test_export_replaces_only_its_own_files_unless_forced(tmp_path):
     assert OnnxModel.load(mine).classes == CLASSES
 
 
+@pytest.mark.slow  # two exports of a crop model
 def test_a_crop_model_exports_and_applies_its_own_views_from_the_file(tmp_path):
     prep = Preprocessing(40, 1, (0.3,), (0.2,), resize=48)
     torch.manual_seed(0)

@@ -189,6 +189,7 @@ def test_limits_and_app_arguments_are_checked(recognizer):
         create_app(recognizer, api_key="")
 
 
+@pytest.mark.slow  # load and fuzzing: some 3-4 s each
 def test_load_500_requests_8_concurrent_without_a_server_error(tight_server, capsys):
     body = photo(640, 360)
     assert len(body) < 100_000
@@ -217,6 +218,7 @@ def test_load_500_requests_8_concurrent_without_a_server_error(tight_server, cap
               f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms")
 
 
+@pytest.mark.slow  # load and fuzzing: some 3-4 s each
 def test_fuzzed_requests_get_documented_answers_and_never_a_server_error(tight_server):
     """Schemathesis's default checks on every operation: no 5xx; status, content type and body as published.
 

@@ -186,6 +186,7 @@ def served(trained_run):
         server.wait(10)
 
 
+@pytest.mark.slow  # the web app served from a subprocess, as the browser tests: some 8 s to start
 def test_served_app_answers_an_uploaded_photo(served, crop):
     from gradio_client import Client, handle_file
 
@@ -372,6 +373,7 @@ def test_image_tab_checks_pixels_from_the_header_before_decoding(demo, tmp_path)
 
 
 @pytest.mark.hostile
+@pytest.mark.slow  # the web app served from a subprocess, as the browser tests: some 8 s to start
 def test_served_app_refuses_bad_uploads_with_ferlabs_message(served, tmp_path):
     from gradio_client import Client, handle_file
 

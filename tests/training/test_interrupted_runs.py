@@ -75,6 +75,7 @@ def test_a_signalled_run_exits_non_zero_and_prints_the_resume_command(tree, tmp_
     assert (run / LAST_CHECKPOINT).is_file() and not (run / "summary.json").exists()
 
 
+@pytest.mark.slow  # trains, stops and resumes a run
 def test_a_resumed_run_records_the_time_of_all_its_segments(tree, tmp_path, send_signal):
     run = tmp_path / "run"
     send_signal(signal.SIGTERM, pause=3.0)
