@@ -94,6 +94,7 @@ def test_metadata_round_trip_needs_no_other_file(tmp_path):
     assert loaded.meta == model.meta and loaded.classes == CLASSES and loaded.meta.temperature == 1.7
 
 
+@pytest.mark.slow  # an fp32 and an int8 export with calibration
 def test_int8_is_smaller_and_keeps_top1(trained_run, tmp_path):
     """Default calibration (generated images); on a fixed held-out sample top-1 moves on under 1%."""
     model = load_model(trained_run)
@@ -231,6 +232,7 @@ def test_timm_backbone_matches_torch(tmp_path):
 
 
 @pytest.mark.hostile
+@pytest.mark.slow  # three exports
 def test_export_replaces_only_its_own_files_unless_forced(tmp_path):
     model = _fresh("cnn3_bn", GRAY48)
     mine = tmp_path / "notes.onnx"
