@@ -238,3 +238,27 @@ def test_yunet_rows_that_are_not_finite_are_no_face(monkeypatch):
 def test_auto_uses_the_yunet_file_named_by_the_environment(monkeypatch):
     monkeypatch.setenv("FERLAB_YUNET", str(YUNET))
     assert create_detector("auto").name == "yunet" == create_detector("yunet").name
+
+
+def test_a_detector_with_a_minimum_side_enlarges_small_images_and_maps_boxes_back():
+    seen = []
+
+    class Enlarging(detect_module._ScaledDetector):
+        min_side = 64
+
+        def _raw(self, image, min_side):
+            seen.append((image.shape[:2], min_side))
+            return np.array([[8.0, 16.0, 48.0, 64.0]]), np.ones(1), None
+
+    faces = Enlarging(min_face=12, max_side=1280).detect(np.zeros((40, 32, 3), dtype=np.uint8))
+    assert seen == [((80, 64), 24)]  # the shorter side 32 -> 64; min_face scales with it
+    assert [face.box for face in faces] == [(4, 8, 24, 32)]
+
+
+@needs_yunet
+def test_yunet_finds_a_face_photo_smaller_than_its_minimum_side_in_the_photos_own_pixels():
+    small = cv2.resize(scene([(240, 300, 280)], size=(600, 480)), (36, 45), interpolation=cv2.INTER_AREA)
+    faces = create_detector("yunet", model_path=YUNET, min_face=16).detect(small)
+    assert len(faces) == 1
+    x, y, w, h = faces[0].box
+    assert 0 <= x and 0 <= y and x + w <= 36 and y + h <= 45 and w >= 16
