@@ -244,7 +244,7 @@ def test_a_detector_with_a_minimum_side_enlarges_small_images_and_maps_boxes_bac
     seen = []
 
     class Enlarging(detect_module._ScaledDetector):
-        min_side = 64
+        min_image_side = 64
 
         def _raw(self, image, min_side):
             seen.append((image.shape[:2], min_side))

@@ -46,12 +46,12 @@ YUNET_URL = f"https://github.com/opencv/opencv_zoo/raw/main/models/face_detectio
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 # YuNet's default threshold: the face counts of ../shared/data/wild/README.md were taken at 0.8.
 YUNET_SCORE = 0.8
-# Haar cascade settings of OpenCV's face-detection tutorial; 5 neighbours keep false positives on photos rare.
 #: YuNet's answer for an image under 64 px on a side varied between processes (opencv-python 4.x: the same
 #: 32x36 photo found at 0.86 in one process, nothing in the next, a score of 1.0 in a third); enlarged to this
 #: shorter side it is the same in every process and finds more of such faces (../shared/data/photos, 118 of
 #: 1,507 photos that small: 105 found enlarged, 93-95 not).
 YUNET_MIN_SIDE = 64
+# Haar cascade settings of OpenCV's face-detection tutorial; 5 neighbours keep false positives on photos rare.
 HAAR_FILE = "haarcascade_frontalface_default.xml"
 HAAR_SCALE_STEP = 1.1
 HAAR_NEIGHBOURS = 5
@@ -103,7 +103,7 @@ class _ScaledDetector:
 
     name = ""
     #: Images whose shorter side is under this are enlarged to it for detection (0: never).
-    min_side = 0
+    min_image_side = 0
 
     def __init__(self, min_face: int, max_side: int) -> None:
         self.min_face = min_face
@@ -115,7 +115,7 @@ class _ScaledDetector:
     def detect(self, image: np.ndarray) -> list[Face]:
         _check_image(image)
         height, width = image.shape[:2]
-        scale = max(min(1.0, self.max_side / max(height, width)), self.min_side / min(height, width))
+        scale = max(min(1.0, self.max_side / max(height, width)), self.min_image_side / min(height, width))
         if scale != 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             # area: no aliasing when shrinking; bilinear when enlarging
@@ -153,7 +153,7 @@ class _YuNet(_ScaledDetector):
     """Not thread-safe: OpenCV's detector keeps the input size of the last image."""
 
     name = "yunet"
-    min_side = YUNET_MIN_SIDE
+    min_image_side = YUNET_MIN_SIDE
 
     def __init__(self, model_path: Path, score_threshold: float, min_face: int, max_side: int) -> None:
         super().__init__(min_face, max_side)
