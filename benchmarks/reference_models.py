@@ -120,7 +120,7 @@ def main() -> int:
     parser.add_argument("--data", default=str(SHARED_FER2013), help="FER2013 zip with train/ and validation/")
     parser.add_argument("--fer-python", help="python of an environment with fer and tensorflow-cpu")
     parser.add_argument("--models", nargs="+", default=list(BUNDLED),
-                        help="bundled names, or run folders of candidates (cards are written for bundled ones only)")
+                        help="bundled names, run folders or exported .onnx files of candidates (cards: bundled ones only)")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per model and batch size")
     parser.add_argument("--write-cards", action="store_true", help="rewrite the bundled models' cards")
     parser.add_argument("--photos", default=str(SHARED_PHOTOS), help="class folders of labelled photos (skipped if absent)")
@@ -143,7 +143,8 @@ def main() -> int:
         speed[f"faces/s, batch 1, TTA {own}"] = calls_per_second(
             lambda c=classifier, p=pixels: c.predict_proba(p[:1]), args.seconds)
         folder = bundled_dir(name) if name in BUNDLED else Path(name)
-        size_mb = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6
+        weights = [folder] if folder.is_file() else folder.glob("*.safetensors")  # an exported .onnx is its own weights
+        size_mb = sum(f.stat().st_size for f in weights) / 1e6
         metrics = {**evaluation.metrics, "architecture": evaluation.model.meta.architecture}
         rows.append((name, own, metrics["accuracy"], plain, metrics["macro_f1"], *speed.values(), size_mb))
         photos = _photo_rows(name, Path(args.photos), Path(args.yunet)) if Path(args.photos).is_dir() else []
