@@ -164,8 +164,9 @@ class _YuNet(_ScaledDetector):
         self._net.setInputSize((width, height))
         _, rows = self._net.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         rows = np.zeros((0, 15)) if rows is None else rows.astype(np.float64)  # (N, 15): box, 5 (x, y), score
-        # Seen in a long process that also ran ONNX Runtime and torch: rows of NaN now and then (3-5 of 1,503
-        # photos, not reproducible alone); they are no face, and cast to int they became garbage boxes.
+        # Rows of NaN were seen now and then in long processes (3-5 of 1,503 photos, likely the small ones whose
+        # answer varied between processes: see YUNET_MIN_SIDE); they are no face, and cast to int they became
+        # garbage boxes.
         rows = rows[np.isfinite(rows).all(axis=1)]
         return rows[:, :4], rows[:, 14], rows[:, 4:14].reshape(-1, 5, 2)
 
