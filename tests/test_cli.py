@@ -32,6 +32,7 @@ def test_train_evaluate_predict(tree, tmp_path, capsys):
     assert "30 faces in 30 images (0 without a face" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: some 7 s of the default tier's 3 minutes
 def test_expected_errors_exit_non_zero_without_traceback(tree, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "ferlab.cli", "evaluate", "--model", str(tmp_path), "--data", str(tree),

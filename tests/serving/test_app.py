@@ -393,6 +393,7 @@ def test_served_app_refuses_bad_uploads_with_ferlabs_message(served, tmp_path):
 
 
 @pytest.mark.hostile
+@pytest.mark.slow  # the served app's 8 s start, shared with the other `served` tests of the slow tier
 def test_served_app_refuses_an_upload_above_its_size_limit(served):
     import httpx
 
