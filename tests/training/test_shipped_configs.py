@@ -39,3 +39,13 @@ def test_the_photo_fine_tune_starts_from_the_bundled_model_it_can_load(tmp_path)
     saved = load_model(cfg.model.init)
     assert (cfg.model.init, saved.meta.architecture, cfg.data.augment.preset) == ("accurate", cfg.model.name, "photo")
     assert {k: saved.meta.model_kwargs[k] for k in cfg.model.kwargs} == cfg.model.kwargs
+
+
+def test_the_crop_fine_tune_builds_the_model_its_base_recipe_trains():
+    """`--init` loads the base run's weights, so both recipes must build the same network and crops."""
+    base = load_config(ROOT / "configs" / "crop" / "vgg_fer.yaml", values={"data.path": "faces/", "out": "run"})
+    tune = load_config(ROOT / "configs" / "finetune" / "vgg_fer-photo.yaml", values={"data.path": "faces/", "out": "run"})
+    assert (tune.model.name, tune.model.kwargs) == (base.model.name, base.model.kwargs)
+    assert (tune.data.image_size, tune.data.crop, tune.data.framing) == (base.data.image_size, base.data.crop,
+                                                                          base.data.framing)
+    assert (tune.data.augment.preset, tune.data.tta, tune.optim.lr) == ("photo", "flip", base.optim.lr / 10)
