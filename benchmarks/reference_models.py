@@ -85,7 +85,7 @@ RECIPES = {
         "PublicTest with ten-crop TTA, but 47.31% on photos through YuNet); the mean ensemble of `accurate` and the "
         "vgg_fer `fast` (65.59% on PublicTest, 65.81% with flip TTA, both below `accurate`; 55.49% on photos through "
         "YuNet, before YuNet enlarged small photos); full-width vgg_fer under the photo augmentation "
-        "(`configs/crop/vgg_fer-photo.yaml`, 34 epochs, 1 h 52 min: 64.70% on PublicTest with flip TTA, 54.03% on "
+        "(`configs/crop/vgg_fer-photo.yaml`, 34 epochs, 2 h: 64.70% on PublicTest with flip TTA, 54.03% on "
         "photos through YuNet) and its mean ensemble with `accurate` (65.92% with flip TTA, 55.49% on photos, 26 MB)",
     ],
 }
