@@ -28,6 +28,13 @@ def test_a_bundled_model_loads_by_name_with_its_card(name):
     assert (bundled_dir(name) / "MODEL_CARD.md").read_text().startswith(f"# ferlab `{name}`")
 
 
+@pytest.mark.parametrize("name", list(BUNDLED))
+def test_a_bundled_model_stays_under_25_mb_in_each_of_its_formats(name):
+    """The wheel carries both files of both models; issue 16 caps a model at 25 MB."""
+    for weights in ("model.safetensors", "model.onnx"):
+        assert (bundled_dir(name) / weights).stat().st_size < 25e6
+
+
 def test_names_are_plain_strings_and_paths_stay_paths(tmp_path):
     assert is_bundled("fast") and not is_bundled(Path("fast")) and not is_bundled("runs/fast")
     assert resolve_model(tmp_path / "fast") == tmp_path / "fast"
