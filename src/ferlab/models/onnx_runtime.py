@@ -60,10 +60,12 @@ class OnnxModel(ModelBackend):
         if not path.is_file():
             raise FerlabError(f"no ONNX model at {path}")
         options = ort.SessionOptions()
-        # By default ONNX Runtime's threads spin-wait after each run and take the cores from what runs next: beside
-        # such a session YuNet took 13-17 ms a 640x360 frame here, beside one that does not spin 8-9 ms, while one
-        # face classified in 0.7 against 0.9 ms. Inference interleaves models with detection and encoding, so no spin.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # ONNX Runtime's threads spin-wait by default, also after a run, taking the cores from what runs next: YuNet
+        # took 13.7 ms a 640x360 frame beside such a session, 7.9 ms beside one that never spins; but without spinning
+        # the threads sleep between the graph's nodes too (`fast`: 1,091 against 1,287 crops/s at batch 1). Spinning
+        # during a run and stopping when it returns keeps both: 1,227 crops/s, YuNet 8.2 ms (benchmarks/onnx_threads.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         if threads is not None:
             options.intra_op_num_threads = threads
         try:
