@@ -22,9 +22,10 @@ import cv2
 import numpy as np
 
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # fer's emotion_labels order
+WINDOWS = 5  # calls_per_second's windows; reference_models.py names the number in its tables and cards
 
 
-def calls_per_second(step, seconds: float, windows: int = 5) -> float:
+def calls_per_second(step, seconds: float, windows: int = WINDOWS) -> float:
     """Calls per second of `step`: the median over `windows` equal windows of `seconds` in all, after one warm-up call.
 
     On this shared 2-core machine one model's batch-1 rate ranged 825-1,212 calls/s between 1-s windows of one

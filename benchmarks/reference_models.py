@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
-from fer_peer import calls_per_second  # beside this file; it imports no ferlab, so fer's environment runs it
+from fer_peer import WINDOWS, calls_per_second  # beside this file; it imports no ferlab, so fer's environment runs it
 from ferlab.evaluation.evaluate import evaluate_model
 from ferlab.evaluation.model_card import model_card, photo_row, write_model_card
 from ferlab.inference import Recognizer
@@ -157,7 +157,7 @@ def main() -> int:
         if args.write_cards and name in BUNDLED:
             parameters = sum(p.numel() for p in evaluation.model.module.parameters())
             speed["measured on"] = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                                    f"backend {recognizer.backend}; median of 5 windows over {args.seconds:g} s; "
+                                    f"backend {recognizer.backend}; median of {WINDOWS} windows over {args.seconds:g} s; "
                                     "`python benchmarks/reference_models.py`")
             card = model_card(metrics, name=name, summary=BUNDLED[name], parameters=parameters, size_mb=size_mb,
                               data="FER2013 Training, 28,709 48x48 grayscale faces, 7 classes",
@@ -176,7 +176,7 @@ def main() -> int:
                      peer["crops/s, batch 1"], peer["crops/s, batch 64"], peer["crops/s, batch 1"], peer["size_mb"]))
 
     print(f"\nFER2013 PublicTest ({Path(args.data).name}, {len(fast_crops[1]) if fast_crops else '?'} crops); "
-          f"{os.cpu_count()} CPU cores; crops/s: median of 5 windows over {args.seconds:g} s per model and batch\n")
+          f"{os.cpu_count()} CPU cores; crops/s: median of {WINDOWS} windows over {args.seconds:g} s per model and batch\n")
     header = (f"{'model':22s} {'TTA':>8s} {'acc':>6s} {'no TTA':>6s} {'macro-F1':>8s} {'crops/s b1':>10s} "
               f"{'crops/s b64':>11s} {'faces/s TTA':>11s} {'MB':>6s}")
     print(header + ("  speed vs fer (b1, b64)" if peer else ""))
