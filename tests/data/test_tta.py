@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ferlab.data import Preprocessing
-from ferlab.data.transforms import TTA_MODES, tta_views
+from ferlab.data.transforms import TTA_MODES, tta_views, views_per_image
 from ferlab.errors import FerlabError
 from ferlab.models import LoadedModel, ModelMeta, build_model
 from tests.synthetic import CLASSES
@@ -15,7 +15,7 @@ from tests.synthetic import CLASSES
 def test_views_keep_shape_and_dtype(mode, count):
     pixels = np.random.default_rng(0).integers(0, 256, (2, 3, 40, 40), dtype=np.uint8)
     views = tta_views(pixels, mode)
-    assert len(views) == count
+    assert len(views) == count == views_per_image(mode)
     assert all(v.shape == pixels.shape and v.dtype == np.uint8 and v.flags.c_contiguous for v in views)
     if mode != "tencrop":
         np.testing.assert_array_equal(views[0], pixels)  # the image itself comes first
@@ -45,6 +45,8 @@ def test_flip_mirrors_and_tencrop_crops_an_upscaled_image():
 def test_unknown_modes_and_shapes_are_refused():
     with pytest.raises(FerlabError, match="unknown test-time augmentation 'rotate'; choose one of none, flip, tencrop"):
         tta_views(torch.zeros(1, 1, 48, 48, dtype=torch.uint8), "rotate")
+    with pytest.raises(FerlabError, match="unknown test-time augmentation 'rotate'"):
+        views_per_image("rotate")
     with pytest.raises(FerlabError, match=r"square images \(B, C, R, R\), got shape \(1, 48, 40\)"):
         tta_views(torch.zeros(1, 48, 40, dtype=torch.uint8), "flip")
     with pytest.raises(FerlabError, match=r"square images \(B, C, R, R\) with R >= 44, got shape \(1, 1, 40, 40\)"):
@@ -86,6 +88,19 @@ def test_a_crop_model_applies_its_own_views_unless_told_otherwise():
     np.testing.assert_allclose(model.predict_proba(pixels, tta="none"), expected.numpy(), atol=1e-6)
     with pytest.raises(FerlabError, match=r"pixels must be uint8 \(N, 1, 48, 48\)"):
         model.predict_proba(pixels[..., :40, :40])
+
+
+def test_predictions_in_chunks_match_one_batch_in_every_mode():
+    """A large input runs in chunks of at most `batch_size` views; a small one in one call: same answers."""
+    torch.manual_seed(0)
+    meta = ModelMeta("cnn3_bn", CLASSES, Preprocessing(input_size=40, resize=48))
+    model = LoadedModel(build_model(meta).eval(), meta)
+    pixels = torch.randint(0, 256, (5, 1, 48, 48), dtype=torch.uint8)
+    for mode in TTA_MODES:
+        whole = model.predict_logits(pixels, tta=mode)
+        assert whole.shape == (5, len(CLASSES)) and whole.dtype == np.float32
+        np.testing.assert_allclose(model.predict_logits(pixels, batch_size=3, tta=mode), whole, atol=1e-5)
+        np.testing.assert_allclose(model.predict_logits(pixels[2:3], tta=mode), whole[2:3], atol=1e-5)
 
 
 def test_crops_larger_than_the_image_and_unknown_stored_modes_are_refused():

@@ -23,7 +23,7 @@ from PIL import Image
 
 from ferlab.errors import FerlabError
 
-__all__ = ["TTA_MODES", "Preprocessing", "check_pixels", "check_tta", "to_pixels", "tta_views"]
+__all__ = ["TTA_MODES", "Preprocessing", "check_pixels", "check_tta", "to_pixels", "tta_views", "views_per_image"]
 
 TTA_MODES = ("none", "flip", "tencrop")
 # An empty input is no image, and a larger one than this in a hostile model.json would allocate without bound.
@@ -110,6 +110,16 @@ def check_tta(mode: str) -> None:
     """Raises: FerlabError: `mode` is not one of `TTA_MODES`."""
     if mode not in TTA_MODES:
         raise FerlabError(f"unknown test-time augmentation {mode!r}; choose one of {', '.join(TTA_MODES)}")
+
+
+def views_per_image(mode: str) -> int:
+    """How many views `tta_views` cuts from each image in `mode`, without cutting them.
+
+    Raises:
+        FerlabError: an unknown mode.
+    """
+    check_tta(mode)
+    return {"none": 1, "flip": 2, "tencrop": 10}[mode]
 
 
 def _crop(pixels: np.ndarray, top: int, left: int, size: int) -> np.ndarray:

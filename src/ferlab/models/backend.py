@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ferlab.data.transforms import check_pixels, check_tta, tta_views
+from ferlab.data.transforms import check_pixels, check_tta, tta_views, views_per_image
 from ferlab.models.meta import ModelMeta
 
 __all__ = ["ModelBackend", "softmax"]
@@ -72,16 +72,19 @@ class ModelBackend(ABC):
         check_pixels(pixels, self.meta.preprocessing)
         if not len(pixels):
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        views_per_image = len(tta_views(pixels[:1], mode, self.meta.preprocessing.input_size))
-        per_chunk = max(1, batch_size // views_per_image)  # at most `batch_size` views at once
+        per_chunk = max(1, batch_size // views_per_image(mode))  # at most `batch_size` views at once
+        if len(pixels) <= per_chunk:
+            return self._averaged(pixels, mode)  # one chunk: no copy (batch 1 is a video's or an API's call)
         return np.concatenate([self._averaged(pixels[start:start + per_chunk], mode)
                                for start in range(0, len(pixels), per_chunk)])
 
     def _averaged(self, batch: np.ndarray, mode: str) -> np.ndarray:
         """The mean logits (B, classes) over the views of `batch`, run as one batch of V * B views (faster)."""
-        views = np.concatenate(tta_views(batch, mode, self.meta.preprocessing.input_size))  # (V * B, C, S, S)
-        logits = np.asarray(self.view_logits(views), dtype=np.float32)
-        return logits.reshape(-1, len(batch), len(self.classes)).mean(axis=0)
+        views = tta_views(batch, mode, self.meta.preprocessing.input_size)
+        if len(views) == 1:
+            return np.asarray(self.view_logits(views[0]), dtype=np.float32)
+        logits = np.asarray(self.view_logits(np.concatenate(views)), dtype=np.float32)  # (V * B, classes)
+        return logits.reshape(len(views), len(batch), len(self.classes)).mean(axis=0)
 
     def predict_proba(self, pixels: Any, batch_size: int = 256, tta: str | None = None) -> np.ndarray:
         """Calibrated probabilities ``softmax(logits / temperature)``, shape (N, classes); see `predict_logits`."""
