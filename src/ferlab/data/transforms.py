@@ -25,7 +25,9 @@ from ferlab.errors import FerlabError
 
 __all__ = ["TTA_MODES", "Preprocessing", "check_pixels", "check_tta", "to_pixels", "tta_views", "views_per_image"]
 
-TTA_MODES = ("none", "flip", "tencrop")
+#: Each test-time augmentation mode and how many views `tta_views` cuts from one image in it.
+_VIEWS_PER_IMAGE = {"none": 1, "flip": 2, "tencrop": 10}
+TTA_MODES = tuple(_VIEWS_PER_IMAGE)
 # An empty input is no image, and a larger one than this in a hostile model.json would allocate without bound.
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 1, 1024
 # Ten-crop upscales by this much, then crops back: each corner crop drops about 11% of the face on
@@ -119,7 +121,7 @@ def views_per_image(mode: str) -> int:
         FerlabError: an unknown mode.
     """
     check_tta(mode)
-    return {"none": 1, "flip": 2, "tencrop": 10}[mode]
+    return _VIEWS_PER_IMAGE[mode]
 
 
 def _crop(pixels: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
