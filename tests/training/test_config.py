@@ -42,3 +42,51 @@ def test_shipped_configs_load():
     assert configs
     for path in configs:
         load_config(path, values={"data.path": "x", "out": "y"}).validate()
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_a_config_states_only_what_it_changes_of_its_base(tmp_path):
+    _write(tmp_path / "recipes" / "base.yaml", "data:\n  batch_size: 32\n  crop: 40\nmodel:\n  name: vgg_fer\n"
+           "  kwargs:\n    width: 0.5\n    dropout: 0.3\nepochs: 45\n")
+    child = _write(tmp_path / "variants" / "child.yaml",
+                   "base: ../recipes/base.yaml\nmodel:\n  kwargs:\n    dropout: 0.1\nepochs: 10\n")
+    cfg = load_config(child, values={"data.path": "x", "out": "y"})
+    assert (cfg.data.batch_size, cfg.data.crop, cfg.epochs) == (32, 40, 10)
+    assert (cfg.model.name, cfg.model.kwargs) == ("vgg_fer", {"width": 0.5, "dropout": 0.1})
+
+
+def test_a_block_naming_another_preset_or_name_replaces_the_base_block(tmp_path):
+    """Plateau's factor means nothing to a cosine schedule, nor preset none's rotation to the photo preset."""
+    _write(tmp_path / "base.yaml", "data:\n  augment:\n    preset: none\n    rotation: 10\n    erasing: 0.5\n"
+           "schedule:\n  name: plateau\n  factor: 0.1\noptim:\n  name: sgd\n  lr: 0.05\n")
+    child = _write(tmp_path / "child.yaml", "base: base.yaml\ndata:\n  augment:\n    preset: photo\n"
+                   "schedule:\n  name: cosine\noptim:\n  lr: 0.01\n")
+    cfg, defaults = load_config(child), load_config()
+    assert cfg.data.augment.preset == "photo"
+    assert (cfg.data.augment.rotation, cfg.data.augment.erasing) == (defaults.data.augment.rotation,
+                                                                     defaults.data.augment.erasing)
+    assert (cfg.schedule.name, cfg.schedule.factor) == ("cosine", defaults.schedule.factor)
+    assert (cfg.optim.name, cfg.optim.lr) == ("sgd", 0.01)
+
+
+def test_bases_chain_and_a_cycle_is_refused_naming_the_files(tmp_path):
+    _write(tmp_path / "a.yaml", "epochs: 7\n")
+    _write(tmp_path / "b.yaml", "base: a.yaml\nseed: 3\n")
+    cfg = load_config(_write(tmp_path / "c.yaml", "base: b.yaml\npatience: 2\n"))
+    assert (cfg.epochs, cfg.seed, cfg.patience) == (7, 3, 2)
+    _write(tmp_path / "a.yaml", "base: c.yaml\n")
+    with pytest.raises(FerlabError, match=r"cycle: .*c\.yaml -> .*b\.yaml -> .*a\.yaml -> .*c\.yaml"):
+        load_config(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize(("text", "message"), [("base: gone.yaml\n", r"no such base config \(named by .*child\.yaml\)"),
+                                               ("base: [a.yaml]\n", "base must be the path"),
+                                               ("- epochs\n", "must hold a mapping")])
+def test_a_bad_base_names_the_file_that_names_it(tmp_path, text, message):
+    with pytest.raises(FerlabError, match=message):
+        load_config(_write(tmp_path / "child.yaml", text))

@@ -61,3 +61,13 @@ def test_the_fast_distillation_starts_from_fast_and_learns_from_a_teacher_with_i
     assert {k: student.meta.model_kwargs[k] for k in cfg.model.kwargs} == cfg.model.kwargs
     assert teacher.meta.preprocessing == student.meta.preprocessing and teacher.classes == student.classes
     assert teacher.meta.framing == student.meta.framing
+
+
+def test_the_photo_distillation_is_fasts_recipe_plus_a_teacher():
+    """Its figures compare with fast's only while everything but the teacher is fast's own recipe."""
+    values = {"data.path": "faces/", "out": "run"}
+    fast = load_config(ROOT / "configs" / "reference-fast.yaml", values=values)
+    distilled = load_config(ROOT / "configs" / "crop" / "vgg_fer-half-photo-distill.yaml", values=values)
+    assert (distilled.distill.teacher, distilled.distill.weight) == ("accurate", 0.5)
+    distilled.distill = fast.distill
+    assert distilled == fast

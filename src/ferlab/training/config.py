@@ -32,6 +32,7 @@ __all__ = [
     "changed_fields",
     "config_to_yaml",
     "load_config",
+    "read_config_file",
 ]
 
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
@@ -243,10 +244,11 @@ def load_config(
     overrides: Sequence[str] = (),
     values: Mapping[str, Any] | None = None,
 ) -> TrainConfig:
-    """Defaults, then the YAML file at `path`, then `values`, then ``key=value`` overrides.
+    """Defaults, then the YAML file at `path` (over the config its ``base:`` names), then `values`, then overrides.
 
     Args:
-        path: a YAML file shaped like `TrainConfig`.
+        path: a YAML file shaped like `TrainConfig`, optionally with ``base: other.yaml`` (relative to
+            the file): see `read_config_file`.
         overrides: dotted ``key=value`` strings, e.g. ``optim.lr=3e-4``.
         values: dotted keys with Python values, taken verbatim (CLI flags; a path
             stays a string even when it looks like a number).
@@ -257,7 +259,7 @@ def load_config(
     try:
         layers = [OmegaConf.structured(TrainConfig)]
         if path is not None:
-            layers.append(OmegaConf.create(read_yaml(path, "config file")))
+            layers.append(OmegaConf.create(read_config_file(path)))
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise FerlabError(f"overrides must look like key=value, got {bad}")
@@ -270,6 +272,49 @@ def load_config(
         raise FerlabError(f"bad config{where}: {str(err).splitlines()[0]} (field {getattr(err, 'full_key', '?')})") from None
     assert isinstance(cfg, TrainConfig)
     return cfg
+
+
+def read_config_file(path: str | Path, _named_by: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The YAML config at `path`, laid over the config file its ``base:`` key names (relative to `path`).
+
+    A recipe that changes a few keys of another states only those, so a change to the base reaches it.
+    Blocks merge key by key, except that a block naming a different ``name`` or ``preset`` than the
+    base's replaces it whole: its knobs belong to that name (a cosine schedule takes no plateau
+    ``factor``, the photo preset no ``rotation`` of preset none). OmegaConf merges every key, so this
+    one rule is written here.
+
+    Raises:
+        FerlabError: a missing or unreadable file, a ``base:`` that is not a path, or a cycle of bases.
+    """
+    path = Path(path).expanduser()
+    chain = (*_named_by, path.resolve())
+    if path.resolve() in _named_by:
+        raise FerlabError("config bases form a cycle: " + " -> ".join(str(p) for p in chain))
+    what = f"base config (named by {_named_by[-1]})" if _named_by else "config file"
+    tree = read_yaml(path, what)
+    if not isinstance(tree, dict):
+        raise FerlabError(f"{path}: a config file must hold a mapping of fields, found {type(tree).__name__}")
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    if not isinstance(base, str) or not base:
+        raise FerlabError(f"{path}: base must be the path of another config file, got {base!r}")
+    return _lay_over(read_config_file(path.parent / base, chain), tree)
+
+
+def _lay_over(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in child.items():
+        below = merged.get(key)
+        if isinstance(value, dict) and isinstance(below, dict) and not _names_another(below, value):
+            merged[key] = _lay_over(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _names_another(base: Mapping[str, Any], child: Mapping[str, Any]) -> bool:
+    return any(key in child and child[key] != base.get(key) for key in ("name", "preset"))
 
 
 def config_to_yaml(cfg: TrainConfig) -> str:
