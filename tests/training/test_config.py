@@ -74,6 +74,10 @@ def test_a_block_naming_another_preset_or_name_replaces_the_base_block(tmp_path)
     assert (cfg.optim.name, cfg.optim.lr) == ("sgd", 0.01)
 
 
+def test_an_empty_config_file_gives_the_defaults(tmp_path):
+    assert load_config(_write(tmp_path / "empty.yaml", "")) == load_config()
+
+
 def test_bases_chain_and_a_cycle_is_refused_naming_the_files(tmp_path):
     _write(tmp_path / "a.yaml", "epochs: 7\n")
     _write(tmp_path / "b.yaml", "base: a.yaml\nseed: 3\n")

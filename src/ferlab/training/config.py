@@ -292,6 +292,8 @@ def read_config_file(path: str | Path, _named_by: tuple[Path, ...] = ()) -> dict
         raise FerlabError("config bases form a cycle: " + " -> ".join(str(p) for p in chain))
     what = f"base config (named by {_named_by[-1]})" if _named_by else "config file"
     tree = read_yaml(path, what)
+    if tree is None:  # an empty file: the defaults
+        tree = {}
     if not isinstance(tree, dict):
         raise FerlabError(f"{path}: a config file must hold a mapping of fields, found {type(tree).__name__}")
     base = tree.pop("base", None)
