@@ -3,7 +3,9 @@
 # make test                       set up everything (training, serving, test tools), then run the default tests
 # make test-slow                  the slow and browser tiers;  make lint  ruff
 # make run DATA=path/to/fer2013   set up, then train on DATA and write its report
-# make reference NAME=fast DATA=fer2013-train-val.zip   retrain a bundled model's recipe (fast or accurate)
+# make reference NAME=fast DATA=fer2013-train-val.zip   rebuild a bundled model (fast or accurate) from scratch,
+#                                 every stage of configs/recipes/NAME.yaml into runs/reference/ (run it again to
+#                                 carry on after an interruption), then its report
 VENV ?= .venv
 PYTHON ?= python3
 DATA ?=
@@ -11,6 +13,7 @@ MODEL ?= cnn3_bn
 EPOCHS ?= 30
 STAMP := $(shell date +%Y%m%d-%H%M%S)
 RUN ?= runs/$(MODEL)-$(STAMP)
+REFERENCE ?= runs/reference
 BIN := $(VENV)/bin
 
 .PHONY: setup setup-serve serve run reference test test-slow lint
@@ -41,8 +44,8 @@ run: setup
 
 reference: setup
 	@test -n "$(NAME)" -a -n "$(DATA)" || { echo "usage: make reference NAME=fast|accurate DATA=fer2013-train-val.zip"; exit 2; }
-	$(BIN)/ferlab train --config configs/reference-$(NAME).yaml --data "$(DATA)" --out runs/reference-$(NAME)-$(STAMP)
-	$(BIN)/ferlab report runs/reference-$(NAME)-$(STAMP) --data "$(DATA)"
+	$(BIN)/ferlab reproduce configs/recipes/$(NAME).yaml --data "$(DATA)" --out "$(REFERENCE)"
+	$(BIN)/ferlab report "$(REFERENCE)/$(NAME)" --data "$(DATA)"
 
 test: setup
 	$(BIN)/python -m pytest

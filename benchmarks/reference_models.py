@@ -55,8 +55,10 @@ RECIPES = {
         "with 2 warm-up epochs over 45 epochs; the photo augmentation from the start: mirror, 10 degrees, shift, "
         "20% zoom, lighting, blur, low resolution, JPEG artefacts, random erasing 0.5; distilled from the bundled "
         "`accurate`: half the loss from its outputs softened at temperature 4)",
-        "command: `make reference NAME=fast DATA=fer2013-train-val.zip`, i.e. `ferlab train --config "
-        "configs/reference-fast.yaml --data fer2013-train-val.zip --out runs/reference-fast`",
+        "command: `make reference NAME=fast DATA=fer2013-train-val.zip`, i.e. `ferlab reproduce "
+        "configs/recipes/fast.yaml --data fer2013-train-val.zip --out runs/reference`: the two stages of `accurate` "
+        "(the teacher), then this recipe learning from that run, never from the bundled file; about 5 h 25 min on "
+        "two CPU cores, and the same command carries on after a stop",
         "selection: the epoch with the best PublicTest accuracy on the centre crop (38 of 45); 84 min on two CPU "
         "cores alone",
         "test-time views: `flip` (the centre crop and its mirror) on PublicTest: 65.14% with the centre crop "
@@ -71,15 +73,17 @@ RECIPES = {
         "random 40-px crops of the 48-px faces; SGD Nesterov 0.01, weight decay 1e-4, label smoothing 0.1, "
         "reduce-on-plateau on PublicTest accuracy (halved after 3 epochs without gain) over 60 epochs; mirror, "
         "10 degrees, shift, 20% zoom, random erasing 0.5)",
-        "command: `make reference NAME=accurate DATA=fer2013-train-val.zip`, i.e. `ferlab train --config "
-        "configs/reference-accurate.yaml --data fer2013-train-val.zip --out runs/reference-accurate`",
+        "command: `make reference NAME=accurate DATA=fer2013-train-val.zip`, i.e. `ferlab reproduce "
+        "configs/recipes/accurate.yaml --data fer2013-train-val.zip --out runs/reference`: this base run (stage "
+        "`accurate-base`), then the photo fine-tune below from its weights (stage `accurate`); the same command "
+        "carries on after a stop",
         "selection: the epoch with the best PublicTest accuracy on the centre crop (57 of 60); 3 h 23 min on two "
         "CPU cores, resumed across sessions (`ferlab train --resume`). That model: PublicTest 68.26% with the centre "
         "crop, 68.77% with `flip` and with `tencrop`; photos through YuNet 41.92%",
         "photo fine-tune: `configs/finetune/accurate-photo.yaml`, 10 more epochs from those weights under the "
         "photo augmentation (framing jitter, blur, low resolution, JPEG artefacts, lighting; random erasing "
-        "0.25) at SGD 1e-3 on a cosine schedule: `ferlab train --config configs/finetune/accurate-photo.yaml "
-        "--init runs/reference-accurate --data fer2013-train-val.zip --out runs/accurate-photo`; the epoch with "
+        "0.25) at SGD 1e-3 on a cosine schedule: stage `accurate` of `configs/recipes/accurate.yaml`, started "
+        "from stage `accurate-base`; the epoch with "
         "the best PublicTest accuracy on the centre crop (9 of 10), 38 min on two CPU cores. Against the model "
         "before it: PublicTest with `flip` 68.40% (68.77%), photos through YuNet 53.56% (41.92%)",
         "test-time views: `flip` (the centre crop and its mirror): 67.68% with the centre crop alone, 68.40% with "

@@ -1,7 +1,7 @@
 """The package's layers import one way: every import in src/ferlab, in-function ones and lazy names included.
 
 The order (also in docs/architecture.md): core < data < models < {inference, training};
-evaluation on inference and models; experiments (compare, tune, suspects) above training
+evaluation on inference and models; experiments (compare, tune, suspects, reproduce) above training
 and evaluation; serving on inference; the CLI and the package facade on anything.
 """
 

@@ -218,6 +218,26 @@ def run_compare(args: argparse.Namespace) -> None:
     print(f"results.csv, summary.csv, summary.md and curves.png written to {args.out}")
 
 
+def run_reproduce(args: argparse.Namespace) -> int | None:
+    """Every stage of a recipe; a stage stopped by a signal exits with the shell's status and says how to go on."""
+    from ferlab.experiments.recipes import reproduce
+    from ferlab.training import TrainingInterrupted
+
+    try:
+        result = reproduce(args.recipe, data=args.data, out=args.out, overrides=args.overrides)
+    except TrainingInterrupted as stop:
+        again = shlex.join(["ferlab", "reproduce", args.recipe, "--data", str(args.data), "--out", str(args.out),
+                            *args.overrides])
+        print(f"ferlab reproduce: stopped by {stop.signal.name} in {stop.run_dir}; the stage keeps its finished "
+              f"epochs, carry on with: {again}", file=sys.stderr)
+        return stop.code
+    for stage in result.stages:
+        print(f"{stage.name}: {stage.status}, best val accuracy {stage.best_val_acc:.4f} (epoch {stage.best_epoch} "
+              f"of {stage.epochs_run}) in {stage.run_dir}")
+    print(f"model in {result.model_dir}")
+    return None
+
+
 def run_tune(args: argparse.Namespace) -> None:
     from ferlab.experiments.tune import tune
 

@@ -348,7 +348,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
-    """`compare` and `tune`: many training runs and their tables."""
+    """`compare`, `reproduce` and `tune`: many training runs."""
     compare = commands.add_parser("compare", help="train a grid of configs over seeds; a table and overlaid curves",
                                   epilog="example (overrides right after the grid):\n  ferlab compare configs/compare/sgd_vs_adam.yaml "
                                          "epochs=5 --data fer2013-train-val.zip --out runs/sgd_vs_adam",
@@ -359,6 +359,17 @@ def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--out", required=True, help="folder for runs/ and the tables; re-running continues it")
     compare.add_argument("--no-resume", action="store_true", help="refuse finished runs instead of reusing them")
     compare.set_defaults(run=_commands.run_compare)
+    reproduce = commands.add_parser(
+        "reproduce", help="rebuild a model from scratch: every stage of a recipe (configs/recipes/), resumable",
+        epilog="example (the bundled fast: its teacher's two stages, then fast itself):\n  ferlab reproduce "
+               "configs/recipes/fast.yaml --data fer2013-train-val.zip --out runs/reference",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    reproduce.add_argument("recipe", help="recipe YAML: stages, each a config and the earlier stages it starts from")
+    reproduce.add_argument("--data", required=True)
+    reproduce.add_argument("--out", required=True, help="one run folder per stage; re-running carries on")
+    reproduce.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                           help="settings for every stage, e.g. data.cache_dir=cache (give the same ones again)")
+    reproduce.set_defaults(run=_commands.run_reproduce)
     tune = commands.add_parser("tune", help="hyperparameter search with Optuna; resumable, shareable between workers")
     tune.add_argument("--space", required=True, help="search-space YAML (see configs/search/)")
     tune.add_argument("--data", required=True)
