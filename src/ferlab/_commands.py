@@ -223,11 +223,11 @@ def run_reproduce(args: argparse.Namespace) -> int | None:
     from ferlab.experiments.recipes import reproduce
     from ferlab.training import TrainingInterrupted
 
+    recipe, *overrides = args.recipe_and_overrides  # one positional list: argparse cannot split two around options
     try:
-        result = reproduce(args.recipe, data=args.data, out=args.out, overrides=args.overrides)
+        result = reproduce(recipe, data=args.data, out=args.out, overrides=overrides)
     except TrainingInterrupted as stop:
-        again = shlex.join(["ferlab", "reproduce", args.recipe, "--data", str(args.data), "--out", str(args.out),
-                            *args.overrides])
+        again = shlex.join(["ferlab", "reproduce", *args.recipe_and_overrides, "--data", args.data, "--out", args.out])
         print(f"ferlab reproduce: stopped by {stop.signal.name} in {stop.run_dir}; the stage keeps its finished "
               f"epochs, carry on with: {again}", file=sys.stderr)
         return stop.code

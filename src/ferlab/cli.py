@@ -361,14 +361,15 @@ def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
     compare.set_defaults(run=_commands.run_compare)
     reproduce = commands.add_parser(
         "reproduce", help="rebuild a model from scratch: every stage of a recipe (configs/recipes/), resumable",
-        epilog="example (the bundled fast: its teacher's two stages, then fast itself):\n  ferlab reproduce "
-               "configs/recipes/fast.yaml --data fer2013-train-val.zip --out runs/reference",
+        epilog="example (the bundled fast: its teacher's two stages, then fast itself; settings right after the "
+               "recipe):\n  ferlab reproduce configs/recipes/fast.yaml data.cache_dir=cache --data fer2013-train-val.zip "
+               "--out runs/reference",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    reproduce.add_argument("recipe", help="recipe YAML: stages, each a config and the earlier stages it starts from")
+    reproduce.add_argument("recipe_and_overrides", nargs="+", metavar="RECIPE [KEY=VALUE ...]",
+                           help="recipe YAML (stages, each a config and the earlier stages it starts from), then "
+                                "settings for every stage, e.g. data.cache_dir=cache (give the same ones again)")
     reproduce.add_argument("--data", required=True)
     reproduce.add_argument("--out", required=True, help="one run folder per stage; re-running carries on")
-    reproduce.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                           help="settings for every stage, e.g. data.cache_dir=cache (give the same ones again)")
     reproduce.set_defaults(run=_commands.run_reproduce)
     tune = commands.add_parser("tune", help="hyperparameter search with Optuna; resumable, shareable between workers")
     tune.add_argument("--space", required=True, help="search-space YAML (see configs/search/)")
