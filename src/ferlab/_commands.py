@@ -220,10 +220,13 @@ def run_compare(args: argparse.Namespace) -> None:
 
 def run_reproduce(args: argparse.Namespace) -> int | None:
     """Every stage of a recipe; a stage stopped by a signal exits with the shell's status and says how to go on."""
-    from ferlab.experiments.recipes import reproduce
+    from ferlab.experiments.recipes import recipe_status, reproduce
     from ferlab.training import TrainingInterrupted
 
     recipe, *overrides = args.recipe_and_overrides  # one positional list: argparse cannot split two around options
+    if args.status:
+        _print_recipe_status(recipe_status(recipe, data=args.data, out=args.out, overrides=overrides))
+        return None
     try:
         result = reproduce(recipe, data=args.data, out=args.out, overrides=overrides)
     except TrainingInterrupted as stop:
@@ -236,6 +239,16 @@ def run_reproduce(args: argparse.Namespace) -> int | None:
               f"of {stage.epochs_run}) in {stage.run_dir}")
     print(f"model in {result.model_dir}")
     return None
+
+
+def _print_recipe_status(states: list) -> None:
+    """One row per stage; a folder trained under other settings says which (reproduce would refuse it)."""
+    from ferlab._markdown import markdown_table
+
+    rows = [[s.name, s.state + (f", trained with other {', '.join(s.changed)}" if s.changed else ""),
+             f"{s.epochs_done}/{s.epochs}", "-" if s.best_val_acc is None else f"{s.best_val_acc:.4f}", s.run_dir]
+            for s in states]
+    print("\n".join(markdown_table(["stage", "state", "epochs", "best val acc", "folder"], rows, align="llrrl")))
 
 
 def run_tune(args: argparse.Namespace) -> None:

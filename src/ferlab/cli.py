@@ -370,6 +370,7 @@ def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
                                 "settings for every stage, e.g. data.cache_dir=cache (give the same ones again)")
     reproduce.add_argument("--data", required=True)
     reproduce.add_argument("--out", required=True, help="one run folder per stage; re-running carries on")
+    reproduce.add_argument("--status", action="store_true", help="say where each stage stands; train nothing")
     reproduce.set_defaults(run=_commands.run_reproduce)
     tune = commands.add_parser("tune", help="hyperparameter search with Optuna; resumable, shareable between workers")
     tune.add_argument("--space", required=True, help="search-space YAML (see configs/search/)")

@@ -11,7 +11,7 @@ import yaml
 from ferlab.cli import main
 from ferlab.errors import FerlabError
 from ferlab.experiments import load_recipe, reproduce
-from ferlab.experiments.recipes import stage_configs
+from ferlab.experiments.recipes import recipe_status, stage_configs
 from ferlab.models import load_model
 from ferlab.rundir import RunDir
 from ferlab.training import load_config
@@ -77,6 +77,9 @@ def test_running_a_recipe_again_reuses_its_finished_stages(reproduced, tree, mon
     assert [s.status for s in again.stages] == ["reused"] * 3
     assert [(s.best_val_acc, s.best_epoch) for s in again.stages] == [(s.best_val_acc, s.best_epoch)
                                                                       for s in first.stages]
+    status = recipe_status(recipe, data=tree, out=out)
+    assert [(s.state, s.epochs_done, s.changed) for s in status] == [("finished", 1, ())] * 3
+    assert [s.best_val_acc for s in status] == pytest.approx([s.best_val_acc for s in first.stages])
 
 
 @pytest.mark.slow  # the module's three trained stages
@@ -86,6 +89,7 @@ def test_a_stage_folder_trained_under_other_settings_is_refused_before_anything_
     monkeypatch.setattr(recipes_module, "resume", _no_training)
     with pytest.raises(FerlabError, match=r"stage 'base': .*base was trained with other values of optim.lr; move it"):
         reproduce(recipe, data=tree, out=out, overrides=["optim.lr=0.5"])
+    assert [s.changed for s in recipe_status(recipe, data=tree, out=out, overrides=["optim.lr=0.5"])] == [("optim.lr",)] * 3
 
 
 class _CrashInSecondEpoch(L.Callback):
@@ -104,10 +108,22 @@ def test_a_stopped_stage_resumes_from_its_checkpoint_and_the_chain_carries_on(tr
         reproduce(recipe, data=tree, out=out, callbacks=[_CrashInSecondEpoch()])
     assert RunDir(out / "base").can_resume() and not RunDir(out / "base").is_finished()
     assert not (out / "tuned").exists()
+    base, tuned = recipe_status(recipe, data=tree, out=out)
+    assert (base.state, base.epochs_done, base.epochs, tuned.state, tuned.epochs_done) == ("stopped", 1, 2, "new", 0)
     result = reproduce(recipe, data=tree, out=out)
     assert [(s.name, s.status) for s in result.stages] == [("base", "resumed"), ("tuned", "trained")]
     with RunDir(out / "base").metrics.open(newline="") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
+
+
+def test_the_status_of_an_unstarted_recipe_names_every_stage_and_trains_nothing(tree, tmp_path, capsys):
+    recipe = _three_stages(tmp_path)
+    assert main(["reproduce", str(recipe), "--data", str(tree), "--out", str(tmp_path / "runs"), "--status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| stage | state | epochs | best val acc | folder |"
+    assert [line.split(" | ")[:4] for line in lines[2:]] == [["| base", "new", "0/1", "-"], ["| tuned", "new", "0/1", "-"],
+                                                             ["| student", "new", "0/1", "-"]]
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_stage_whose_config_names_a_model_outside_the_recipe_is_refused(tree, tmp_path, capsys):

@@ -2,6 +2,7 @@ import pytest
 
 from ferlab.errors import FerlabError
 from ferlab.training import TrainConfig, config_to_yaml, load_config
+from ferlab.training.config import changed_fields
 
 
 def test_yaml_then_values_then_overrides(tmp_path):
@@ -94,3 +95,10 @@ def test_bases_chain_and_a_cycle_is_refused_naming_the_files(tmp_path):
 def test_a_bad_base_names_the_file_that_names_it(tmp_path, text, message):
     with pytest.raises(FerlabError, match=message):
         load_config(_write(tmp_path / "child.yaml", text))
+
+
+def test_where_a_run_keeps_its_files_is_no_change_of_its_config():
+    """A run resumed, or a recipe's stage reused, with its pixels cached elsewhere trains the same."""
+    stored = load_config(values={"data.path": "faces/", "out": "a", "data.cache_dir": "cache"})
+    wanted = load_config(values={"data.path": "faces/", "out": "b", "data.cache_dir": "elsewhere", "optim.lr": 0.5})
+    assert changed_fields(stored, wanted) == ["optim.lr"]

@@ -21,14 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 from ferlab.errors import FerlabError
+from ferlab.evaluation.curves import read_metrics
 from ferlab.rundir import RunDir, read_yaml
 from ferlab.training.config import TrainConfig, changed_fields, load_config
 from ferlab.training.train import resume, train
 
-__all__ = ["Recipe", "ReproduceResult", "Stage", "StageResult", "load_recipe", "reproduce", "stage_configs"]
+__all__ = ["Recipe", "ReproduceResult", "Stage", "StageResult", "StageState", "load_recipe", "recipe_status",
+           "reproduce", "stage_configs"]
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +146,16 @@ def _stage_config(recipe: Recipe, stage: Stage, data: str, out: Path, overrides:
     return cfg
 
 
+def _changed_settings(cfg: TrainConfig) -> list[str]:
+    """The config keys in which the stage folder's run differs from `cfg` (none for a folder without a run)."""
+    run = RunDir(cfg.out)
+    return changed_fields(load_config(run.config), cfg) if run.config.is_file() else []
+
+
 def _check_stage_folder(name: str, cfg: TrainConfig) -> None:
     """Refuse a stage folder trained under other settings before anything trains; it is left as it is."""
     run = RunDir(cfg.out)
-    if not run.config.is_file():
-        return
-    changed = changed_fields(load_config(run.config), cfg)
+    changed = _changed_settings(cfg)
     if changed:
         raise FerlabError(f"stage {name!r}: {run.path} was trained with other values of {', '.join(changed)}; "
                           "move it away to train the stage again, or choose another output folder")
@@ -203,6 +210,42 @@ def reproduce(
     for stage, cfg in zip(recipe.stages, configs):
         _check_stage_folder(stage.name, cfg)
     return ReproduceResult(tuple(_run_stage(stage.name, cfg, callbacks) for stage, cfg in zip(recipe.stages, configs)))
+
+
+@dataclass(frozen=True)
+class StageState:
+    """Where one stage stands: finished, stopped after some epochs (resumable), or not started."""
+
+    name: str
+    run_dir: Path
+    state: Literal["finished", "stopped", "new"]
+    epochs_done: int
+    epochs: int
+    best_val_acc: float | None
+    changed: tuple[str, ...] = ()  # settings in which the folder's run differs from the recipe's stage
+
+
+def _val_accuracies(run: RunDir) -> np.ndarray:
+    """Validation accuracy by finished epoch; empty before the first one ends."""
+    try:
+        return read_metrics(run.path)["val_acc"]
+    except FerlabError:  # no metrics.csv yet, or one without epoch rows
+        return np.array([])
+
+
+def recipe_status(recipe: str | Path | Recipe, *, data: str | Path, out: str | Path,
+                  overrides: Sequence[str] = ()) -> list[StageState]:
+    """Each stage's state, read from its folder without training: how far a chain longer than a session has got."""
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    states = []
+    for stage, cfg in zip(recipe.stages, stage_configs(recipe, data, out, overrides)):
+        run = RunDir(cfg.out)
+        val_acc = _val_accuracies(run)
+        state = "finished" if run.is_finished() else "stopped" if run.config.is_file() else "new"
+        best = float(np.nanmax(val_acc)) if np.isfinite(val_acc).any() else None
+        states.append(StageState(stage.name, run.path, state, len(val_acc), cfg.epochs, best,
+                                 tuple(_changed_settings(cfg))))
+    return states
 
 
 def stage_configs(recipe: Recipe, data: str | Path, out: str | Path, overrides: Sequence[str] = ()) -> list[TrainConfig]:

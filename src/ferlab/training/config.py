@@ -326,19 +326,21 @@ def config_to_yaml(cfg: TrainConfig) -> str:
 #: Fields `train` resolves when they are left unset: a stored run's value matches an unset one.
 RESOLVED_WHEN_UNSET = {"data.image_size": None, "data.channels": None, "data.classes": None,
                        "precision": "auto", "channels_last": None}
+#: Keys that say where a run's files go, not how it trains: a run may go on with other values.
+WHERE_NOT_HOW = ("out", "data.cache_dir")
 
 
 def changed_fields(stored: TrainConfig, wanted: TrainConfig) -> list[str]:
     """The dotted keys (``optim.lr``) in which a run's stored config differs from the one now asked for, sorted.
 
-    ``out`` is not compared; a field `train` resolves (`RESOLVED_WHEN_UNSET`) differs only when
+    `WHERE_NOT_HOW` keys are not compared; a field `train` resolves (`RESOLVED_WHEN_UNSET`) differs only when
     `wanted` sets it; class lists compare as sets and data paths as resolved paths.
     """
     have_all, want_all = (_flat(OmegaConf.to_container(OmegaConf.structured(c))) for c in (stored, wanted))
     changed = []
     for key in sorted(have_all.keys() | want_all.keys()):
         have, want = have_all.get(key), want_all.get(key)
-        if key == "out" or (key in RESOLVED_WHEN_UNSET and want == RESOLVED_WHEN_UNSET[key]):
+        if key in WHERE_NOT_HOW or (key in RESOLVED_WHEN_UNSET and want == RESOLVED_WHEN_UNSET[key]):
             continue
         if key == "data.classes":
             have, want = sorted(have or []), sorted(want)
