@@ -14,6 +14,7 @@ settings, so a chain of runs longer than a session carries on with the same comm
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -130,15 +131,10 @@ def _stage_config(recipe: Recipe, stage: Stage, data: str, out: Path, overrides:
     """The stage's config with the recipe's data, run folder and inputs; refused if it reaches outside the recipe."""
     values: dict[str, Any] = {"data.path": data, "out": str(out / stage.name)}
     values.update({field: str(out / getattr(stage, key)) for key, field in STAGE_INPUTS.items() if getattr(stage, key)})
-    fixed = [o for o in overrides if o.split("=", 1)[0].strip() in SET_BY_RECIPE]
-    if fixed:
-        raise FerlabError(f"{recipe.source}: the recipe sets {', '.join(sorted(SET_BY_RECIPE))} itself; "
-                          f"drop the override(s) {', '.join(fixed)}")
     cfg = load_config(stage.config, overrides, values)
     for key, field in STAGE_INPUTS.items():
-        named = getattr(stage, key)
-        stated = cfg.model.init if key == "init" else cfg.distill.teacher
-        if named is None and stated is not None:
+        stated = functools.reduce(getattr, field.split("."), cfg)
+        if getattr(stage, key) is None and stated is not None:
             raise FerlabError(f"{recipe.source}: stage {stage.name!r}: {stage.config.name} sets {field}: {stated}, a "
                               f"model this recipe does not train, so the result would depend on whatever that model "
                               f"is today; name the stage that trains it ({key}: STAGE)")
@@ -250,5 +246,9 @@ def recipe_status(recipe: str | Path | Recipe, *, data: str | Path, out: str | P
 
 def stage_configs(recipe: Recipe, data: str | Path, out: str | Path, overrides: Sequence[str] = ()) -> list[TrainConfig]:
     """Each stage's config, in order, as `reproduce` trains it: checked, with nothing read from the stage folders."""
+    fixed = [o for o in overrides if o.split("=", 1)[0].strip() in SET_BY_RECIPE]
+    if fixed:
+        raise FerlabError(f"{recipe.source}: the recipe sets {', '.join(sorted(SET_BY_RECIPE))} itself; "
+                          f"drop the override(s) {', '.join(fixed)}")
     out = Path(out).expanduser().resolve()
     return [_stage_config(recipe, stage, str(data), out, overrides) for stage in recipe.stages]
