@@ -55,7 +55,6 @@ def reproduced(tree, tmp_path_factory):
     return recipe, reproduce(recipe, data=tree, out=folder / "runs"), folder / "runs"
 
 
-@pytest.mark.slow  # the module's three trained stages
 def test_each_stage_trains_from_the_runs_of_the_stages_it_names(reproduced):
     _, result, out = reproduced
     assert [(s.name, s.status) for s in result.stages] == [("base", "trained"), ("tuned", "trained"),
@@ -68,7 +67,6 @@ def test_each_stage_trains_from_the_runs_of_the_stages_it_names(reproduced):
     assert load_model(result.model_dir).classes == load_model(out / "base").classes
 
 
-@pytest.mark.slow  # the module's three trained stages
 def test_running_a_recipe_again_reuses_its_finished_stages(reproduced, tree, monkeypatch):
     recipe, first, out = reproduced
     monkeypatch.setattr(recipes_module, "train", _no_training)
@@ -82,7 +80,6 @@ def test_running_a_recipe_again_reuses_its_finished_stages(reproduced, tree, mon
     assert [s.best_val_acc for s in status] == pytest.approx([s.best_val_acc for s in first.stages])
 
 
-@pytest.mark.slow  # the module's three trained stages
 def test_a_stage_folder_trained_under_other_settings_is_refused_before_anything_trains(reproduced, tree, monkeypatch):
     recipe, _, out = reproduced
     monkeypatch.setattr(recipes_module, "train", _no_training)
@@ -100,7 +97,6 @@ class _CrashInSecondEpoch(L.Callback):
             raise RuntimeError("simulated stop")
 
 
-@pytest.mark.slow  # three epochs over two stages
 def test_a_stopped_stage_resumes_from_its_checkpoint_and_the_chain_carries_on(tree, tmp_path):
     recipe = _three_stages(tmp_path, base_epochs=2, student=False)
     out = tmp_path / "runs"
