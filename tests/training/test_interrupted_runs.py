@@ -45,6 +45,9 @@ def send_signal(monkeypatch):
     `pause` seconds are spent in the first epoch, so that segment's time is large enough to measure.
     """
     sigint = signal.getsignal(signal.SIGINT)
+    # A shell starts background jobs (`cmd &`, a CI script run so) with SIGINT ignored, which Python keeps;
+    # these tests are about a run that Ctrl-C reaches, as in a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def arm(signum: int, pause: float = 0.0) -> None:
         original, fired = EpochSeeding.on_train_epoch_start, []
